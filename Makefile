@@ -1,0 +1,24 @@
+# The two commands of a fresh checkout: `make demo` and `make test`. Both build .venv first when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: demo test lint venv
+
+venv: $(STAMP)
+
+# One pip call, torch pinned in it: a second call could let another package pull a CUDA build of torch.
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	cp requirements.txt $@
+
+demo: $(STAMP)
+	$(PY) -m segmentor.toy scenes --count 4 --seed 7 --out demo/scenes
+	$(PY) -m segmentor segment demo/scenes/*.png --model bundled --out demo/out
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest

@@ -1,0 +1,88 @@
+"""Every knob of EmerDiff in one place, each default marked with where it comes from.
+
+[paper]: stated by Namekata et al., "EmerDiff" (ICLR 2024). [ours]: our choice where the paper is silent
+or unconfirmed; see docs/method notes in the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+FEATURE_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
+MODULATION_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
+
+
+@dataclass(frozen=True)
+class EmerDiffConfig:
+    # Number of k-means clusters = coarse masks. [paper: tested 10-40; 20 is mid-range] ours: 20 default.
+    num_segments: int = 20
+    # Timestep of the single U-Net pass whose queries are the low-resolution features. [paper]
+    feature_timestep: int = 1
+    # Layer whose to_q output is clustered: first cross-attention layer of the first 16x16 up block. [paper]
+    feature_layer: str = FEATURE_LAYER
+    # k-means++ restarts; several for stability on a fixed seed. [ours]
+    kmeans_restarts: int = 4
+    # Noise level the modulated denoising starts from. [paper: 281; ablation favours 281-481]
+    modulation_timestep: int = 281
+    # Layer whose attention output gets +-lambda*mask, after to_out and before the residual add. [paper]
+    modulation_layer: str = MODULATION_LAYER
+    # Modulation strength. [paper: 10]
+    modulation_strength: float = 10.0
+    # Inference grid: DDIM on 50 steps puts 281, 261, ..., 1 on the grid (15 U-Net calls). [derived]
+    num_inference_steps: int = 50
+    # Keep only every n-th step of that grid after modulation_timestep (1 = all 15). [ours: 1, faithful]
+    step_stride: int = 1
+    # DDIM eta; 0 makes the denoising deterministic. [ours]
+    ddim_eta: float = 0.0
+    # Reuse the reference run's Q and K in every attention layer of the modulated runs. [paper]
+    attention_injection: bool = True
+    # Gaussian blur of the difference maps, in pixels at a 512-px working size, scaled with the working
+    # size. [paper: blur used, sigma unconfirmed; ours: 3 px at 512]
+    blur_sigma: float = 3.0
+    # Long side of the working image; None = the model's native size (unet sample_size x VAE factor).
+    # [ours: about 512 for SD 1.x/2-base]
+    working_size: int | None = None
+    # Seed of every random choice: forward-noise epsilons and k-means. [ours]
+    seed: int = 0
+    # Modulated runs per U-Net call; None = as many as fit (memory-aware, halves on out-of-memory). [ours]
+    batch_size: int | None = None
+    # "auto" = float16 on CUDA, float32 on CPU; or "float32", "float16", "bfloat16". [ours]
+    dtype: str = "auto"
+    # "auto" = CUDA when present, else CPU; or any torch device string. [ours]
+    device: str = "auto"
+    # Segments smaller than this many pixels (at the original size) hand their pixels to the runner-up
+    # mask. [ours: 0 = keep everything]
+    min_segment_area: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_segments < 1:
+            problems.append("num_segments must be >= 1")
+        if not 0 <= self.feature_timestep < 1000:
+            problems.append("feature_timestep must be in [0, 999]")
+        if not 0 < self.modulation_timestep < 1000:
+            problems.append("modulation_timestep must be in [1, 999]")
+        if self.num_inference_steps < 1 or self.step_stride < 1:
+            problems.append("num_inference_steps and step_stride must be >= 1")
+        if self.blur_sigma < 0:
+            problems.append("blur_sigma must be >= 0")
+        if self.working_size is not None and self.working_size < 8:
+            problems.append("working_size must be >= 8")
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append("batch_size must be >= 1")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            problems.append(f"dtype must be auto, float32, float16 or bfloat16, not {self.dtype!r}")
+        if self.min_segment_area < 0 or self.kmeans_restarts < 1:
+            problems.append("min_segment_area must be >= 0 and kmeans_restarts >= 1")
+        if problems:
+            raise ValueError("invalid EmerDiffConfig: " + "; ".join(problems))
+
+    def output_fingerprint(self) -> str:
+        """Short hash of every field that changes the segmentation (not batch size or device)."""
+        fields = dataclasses.asdict(self)
+        for runtime_only in ("batch_size", "device"):
+            fields.pop(runtime_only)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

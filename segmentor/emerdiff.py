@@ -1,0 +1,224 @@
+"""EmerDiff, batched: k-means on low-resolution U-Net queries, then modulated denoising lifts each mask.
+
+The steps follow the project's spec (method.md). All 2K modulated runs go through the U-Net in chunks
+whose size adapts to memory; their queries and keys come from the reference run, so they are never
+computed in the modulated runs at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from segmentor import stages
+from segmentor.assign import assign_labels, bounding_box, difference_maps, gaussian_blur
+from segmentor.attention import InjectionState, install_state
+from segmentor.config import EmerDiffConfig
+from segmentor.loading import DiffusionModel
+from segmentor.result import Segment, Segmentation
+
+# Largest batch of modulated runs tried on a GPU before out-of-memory halving takes over.
+_MAX_GPU_BATCH = 64
+# On the CPU a larger batch buys no speed and only costs memory.
+_CPU_BATCH = 16
+_COUNTERS = ("unet_sample_passes", "vae_decodes", "vae_encodes")
+
+
+class EmerDiffSegmentor:
+    """Segments images with one loaded model and one configuration. Not thread-safe: serialise calls."""
+
+    def __init__(self, model: DiffusionModel, config: EmerDiffConfig | None = None) -> None:
+        self.model = model
+        self.config = config or EmerDiffConfig()
+        stages.attention_module(model, self.config.feature_layer)
+        stages.attention_module(model, self.config.modulation_layer)
+        self._layers = [name.removesuffix(".processor") for name in model.unet.attn_processors]
+        self._batch_size = self.config.batch_size
+        with torch.inference_mode():
+            self._text = stages.empty_prompt_embedding(model)
+        self._timings: dict[str, float] = {}
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+
+    def fingerprint(self) -> str:
+        """Identifies the weights and every setting that changes the output."""
+        parts = f"{self.model.identity}:{self.model.dtype}:{self.config.output_fingerprint()}"
+        return hashlib.sha256(parts.encode()).hexdigest()[:12]
+
+    def working_shape(self, height: int, width: int) -> tuple[int, int]:
+        long_side = self.config.working_size or self.model.native_size
+        return stages.working_shape(height, width, long_side, self.model.size_multiple)
+
+    def feature_grid(self, image_shape: tuple[int, ...]) -> tuple[int, int]:
+        """The (h, w) grid of the coarse masks for an image of this (H, W[, C]) shape."""
+        height, width = self.working_shape(*image_shape[:2])
+        factor = self.model.vae_scale_factor
+        return stages.layer_grid(self.model, self.config.feature_layer, (height // factor, width // factor))
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, low_res_masks: np.ndarray | None = None) -> Segmentation:
+        """Segment a uint8 (H, W, 3) RGB image; ``low_res_masks`` (n, h, w) replace the k-means masks."""
+        stages.check_image(image)
+        self._timings, self._counters = {}, dict.fromkeys(_COUNTERS, 0)
+        config, model = self.config, self.model
+        started = time.perf_counter()
+        height, width = image.shape[:2]
+        generator = torch.Generator().manual_seed(config.seed)
+        with self._stage("encode"):
+            x = stages.to_model_input(image, self.working_shape(height, width), model)
+            latents = stages.encode(model, x)
+            self._counters["vae_encodes"] += 1
+        feature_noise = stages.seeded_noise(latents, generator)
+        modulation_noise = stages.seeded_noise(latents, generator)
+        with self._stage("features"):
+            features = stages.low_resolution_features(model, config.feature_layer, latents, self._text,
+                                                      config.feature_timestep, feature_noise)
+            self._counters["unet_sample_passes"] += 1
+        grid = self.feature_grid(image.shape)
+        with self._stage("kmeans"):
+            coarse = self._coarse_labels(features, grid, low_res_masks)
+        masks = np.stack([coarse == i for i in range(coarse.max() + 1)])
+        latent_shape = tuple(latents.shape[-2:])
+        on_modulation_grid = stages.masks_on_grid(
+            masks, stages.layer_grid(model, config.modulation_layer, latent_shape), model.device)
+        # A mask that vanishes on the modulation grid changes nothing and must never win a pixel.
+        vanished = frozenset(np.flatnonzero(on_modulation_grid.flatten(1).sum(1).cpu().numpy() == 0).tolist())
+        noisy = stages.add_noise(model, latents, modulation_noise, config.modulation_timestep)
+        maps = self._response_maps(noisy, on_modulation_grid, vanished)
+        with self._stage("assign"):
+            labels, margin = assign_labels(maps, (height, width), exclude=vanished)
+            labels = self._drop_small_segments(labels, maps, vanished)
+            segmentation = self._segmentation(labels, margin, masks, features.reshape(*grid, -1), coarse)
+        self._timings["total"] = time.perf_counter() - started
+        segmentation.timings, segmentation.counters = dict(self._timings), dict(self._counters)
+        return segmentation
+
+    def _coarse_labels(self, features: np.ndarray, grid: tuple[int, int], given: np.ndarray | None) -> np.ndarray:
+        if given is None:
+            config = self.config
+            labels = stages.kmeans_labels(features, config.num_segments, config.kmeans_restarts, config.seed)
+            return labels.reshape(grid)
+        given = np.asarray(given)
+        if given.ndim != 3 or tuple(given.shape[1:]) != tuple(grid):
+            raise ValueError(f"low_res_masks must have shape (n, {grid[0]}, {grid[1]}) for this image, "
+                             f"got {given.shape}")
+        given = given.astype(bool)
+        if not given.any(axis=0).all():
+            raise ValueError("low_res_masks must cover every cell of the feature grid")
+        first_mask = np.argmax(given, axis=0)
+        return stages.renumber(first_mask.ravel()).reshape(grid)
+
+    def _response_maps(self, noisy: torch.Tensor, masks: torch.Tensor, vanished: frozenset[int]) -> torch.Tensor:
+        """Steps 6-9: blurred |I+ - I-| per mask at the working size, (n, H, W)."""
+        config = self.config
+        steps = stages.denoising_steps(self.model, config.modulation_timestep, config.num_inference_steps,
+                                       config.step_stride)
+        maps = torch.zeros((masks.shape[0], *self._pixel_shape(noisy)), device=noisy.device)
+        self._fill_difference_maps(maps, noisy, steps, masks, vanished)
+        with self._stage("blur"):
+            return gaussian_blur(maps, config.blur_sigma * max(maps.shape[-2:]) / 512)
+
+    def _fill_difference_maps(self, maps: torch.Tensor, noisy: torch.Tensor, steps: list[tuple[int, int]],
+                              masks: torch.Tensor, vanished: frozenset[int]) -> None:
+        """The 2K modulated runs in memory-sized chunks, each chunk holding whole +/- pairs."""
+        state = InjectionState(modulation_layer=self.config.modulation_layer)
+        with stages.attention_processors(self.model, install_state(self._layers, state)):
+            with self._stage("reference_run"):
+                self.denoise(noisy, steps, state, record=True)
+            runs = [(index, sign) for index in range(masks.shape[0]) if index not in vanished for sign in (1.0, -1.0)]
+            start = 0
+            while start < len(runs):
+                chunk = runs[start:start + self._chunk_size(len(runs))]
+                try:
+                    maps[[index for index, _ in chunk[::2]]] = self._chunk_maps(noisy, steps, state, masks, chunk)
+                except torch.cuda.OutOfMemoryError:
+                    self._shrink_batch()
+                    continue
+                start += len(chunk)
+
+    def denoise(self, noisy: torch.Tensor, steps: list[tuple[int, int]], state: InjectionState, *,
+                record: bool = False, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """DDIM from the noisy latent to the end; offsets (batch, tokens, 1) modulate the first step."""
+        batch = 1 if offsets is None else offsets.shape[0]
+        x = noisy.expand(batch, -1, -1, -1)
+        text = self._text.expand(batch, -1, -1)
+        state.record, state.inject = record, not record and self.config.attention_injection
+        for step, (t, t_prev) in enumerate(steps):
+            state.step = step
+            state.offset = offsets if step == 0 else None
+            output = self.model.unet(x, torch.tensor(t, device=x.device), encoder_hidden_states=text).sample
+            x = stages.ddim_step(self.model, output, t, t_prev, x)
+            self._counters["unet_sample_passes"] += batch
+        state.offset = None
+        return x
+
+    def _chunk_maps(self, noisy: torch.Tensor, steps: list[tuple[int, int]], state: InjectionState,
+                    masks: torch.Tensor, chunk: list[tuple[int, float]]) -> torch.Tensor:
+        indices = torch.tensor([index for index, _ in chunk], device=masks.device)
+        signs = torch.tensor([sign for _, sign in chunk], device=masks.device)
+        offsets = (signs[:, None] * self.config.modulation_strength * masks[indices].flatten(1))[..., None]
+        with self._stage("modulated_runs"):
+            latents = self.denoise(noisy, steps, state, offsets=offsets)
+        with self._stage("decode"):
+            images = stages.decode(self.model, latents)
+            self._counters["vae_decodes"] += len(chunk)
+        with self._stage("difference_maps"):
+            return difference_maps(images[0::2], images[1::2])
+
+    def _pixel_shape(self, noisy: torch.Tensor) -> tuple[int, int]:
+        factor = self.model.vae_scale_factor
+        return noisy.shape[-2] * factor, noisy.shape[-1] * factor
+
+    def _chunk_size(self, runs: int) -> int:
+        if self._batch_size is None:
+            self._batch_size = _MAX_GPU_BATCH if self.model.device.type == "cuda" else _CPU_BATCH
+        # Even, so that the +lambda and -lambda runs of a mask always share a chunk.
+        return max(2, min(runs, self._batch_size) // 2 * 2)
+
+    def _shrink_batch(self) -> None:
+        if self._batch_size <= 2:
+            raise torch.cuda.OutOfMemoryError("out of GPU memory even with 2 modulated runs per batch")
+        self._batch_size //= 2
+        torch.cuda.empty_cache()
+
+    def _drop_small_segments(self, labels: np.ndarray, maps: torch.Tensor, vanished: frozenset[int]) -> np.ndarray:
+        if self.config.min_segment_area <= 0:
+            return labels
+        areas = np.bincount(labels.ravel(), minlength=maps.shape[0])
+        small = {int(i) for i in np.flatnonzero(areas < self.config.min_segment_area)}
+        keep_one = {int(np.argmax(areas))}  # an image with only tiny segments keeps its largest
+        exclude = frozenset((small - keep_one) | vanished)
+        if exclude == vanished:
+            return labels
+        return assign_labels(maps, labels.shape, exclude=exclude)[0]
+
+    def _segmentation(self, labels: np.ndarray, margin: np.ndarray, masks: np.ndarray, features: np.ndarray,
+                      coarse: np.ndarray) -> Segmentation:
+        """Renumber the winning masks 0..n-1 and describe each as a Segment."""
+        present = np.unique(labels)
+        lookup = np.full(masks.shape[0], -1, dtype=np.int64)
+        lookup[present] = np.arange(len(present))
+        label_map = lookup[labels].astype(np.int32)
+        areas = np.bincount(label_map.ravel(), minlength=len(present))
+        scores = np.bincount(label_map.ravel(), weights=margin.ravel(), minlength=len(present)) / areas
+        segments = [
+            Segment(id=new_id, area=int(areas[new_id]), bbox=bounding_box(label_map == new_id),
+                    score=float(scores[new_id]), embedding=features[masks[old_id]].mean(axis=0).astype(np.float32),
+                    low_res_mask=masks[old_id].copy())
+            for new_id, old_id in enumerate(present)
+        ]
+        return Segmentation(label_map=label_map, segments=segments, low_res_labels=lookup[coarse].astype(np.int32))
+
+    @contextmanager
+    def _stage(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.model.device.type == "cuda":
+                torch.cuda.synchronize(self.model.device)
+            self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - started
+

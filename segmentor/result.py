@@ -1,0 +1,41 @@
+"""The plain records a segmentation comes back as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segmentor.assign import assign_labels
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    area: int
+    bbox: tuple[int, int, int, int]  # x, y, width, height in original pixels
+    score: float  # mean normalised top-1/top-2 margin of its pixels, in [0, 1]
+    embedding: np.ndarray  # mean low-resolution feature of its coarse mask
+    low_res_mask: np.ndarray  # bool (h, w) on the feature grid
+
+
+@dataclass
+class Segmentation:
+    label_map: np.ndarray  # int32 (H, W) at the original size, values 0..len(segments)-1
+    segments: list[Segment]
+    low_res_labels: np.ndarray  # int32 (h, w): the coarse labels on the feature grid, -1 where dropped
+    timings: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def mask(self, segment_id: int) -> np.ndarray:
+        return self.label_map == segment_id
+
+    def masks(self):
+        for segment in self.segments:
+            yield segment.id, self.mask(segment.id)
+
+    def baseline_label_map(self) -> np.ndarray:
+        """The paper's baseline: the same coarse masks upsampled bilinearly to the original size."""
+        coarse = np.stack([s.low_res_mask for s in self.segments]).astype(np.float32)
+        labels, _ = assign_labels(coarse, self.label_map.shape)
+        return labels.astype(np.int32)
