@@ -52,11 +52,25 @@ class EmerDiffSegmentor:
         long_side = self.config.working_size or self.model.native_size
         return stages.working_shape(height, width, long_side, self.model.size_multiple)
 
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, int]:
+        height, width = self.working_shape(*image_shape[:2])
+        return height // self.model.vae_scale_factor, width // self.model.vae_scale_factor
+
     def feature_grid(self, image_shape: tuple[int, ...]) -> tuple[int, int]:
         """The (h, w) grid of the coarse masks for an image of this (H, W[, C]) shape."""
-        height, width = self.working_shape(*image_shape[:2])
-        factor = self.model.vae_scale_factor
-        return stages.layer_grid(self.model, self.config.feature_layer, (height // factor, width // factor))
+        return stages.layer_grid(self.model, self.config.feature_layer, self.latent_shape(image_shape))
+
+    def expected_counters(self, num_masks: int) -> dict[str, int]:
+        """Network calls a segmentation with this many coarse masks makes: 1 + S(1 + 2K) U-Net passes."""
+        config = self.config
+        steps = len(stages.denoising_steps(self.model, config.modulation_timestep, config.num_inference_steps,
+                                           config.step_stride))
+        return {"unet_sample_passes": 1 + steps * (1 + 2 * num_masks), "vae_decodes": 2 * num_masks, "vae_encodes": 1}
+
+    def chunk_sizes(self, runs: int) -> list[int]:
+        """Batch sizes the modulated runs go through the U-Net in (as of the current memory budget)."""
+        size = self._chunk_size(runs)
+        return [min(size, runs - start) for start in range(0, runs, size)]
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, low_res_masks: np.ndarray | None = None) -> Segmentation:

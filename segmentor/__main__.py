@@ -1,0 +1,122 @@
+"""Command line: ``python -m segmentor {segment,bench,score,evaluate} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from segmentor.config import EmerDiffConfig
+from segmentor.loading import DEFAULT_MODEL, ModelLoadError, load_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m segmentor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment image files into a folder")
+    segment.add_argument("images", nargs="+", type=Path)
+    _add_model_arguments(segment)
+    segment.add_argument("--out", type=Path, required=True, help="output folder")
+    segment.add_argument("--label", default="Object", help="label of every segment in coco.json / predictions.json")
+    segment.add_argument("--image-url-prefix", default="",
+                         help="prefix of data.image in predictions.json, e.g. /data/local-files/?d=")
+    segment.add_argument("--document-root", type=Path,
+                         help="write image paths relative to this folder (Label Studio local storage root)")
+
+    bench = commands.add_parser("bench", help="time batched vs reference vs the bare compute floor")
+    _add_model_arguments(bench, default_k=8)
+    bench.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--no-reference", action="store_true", help="skip the (slow) reference implementation")
+    bench.add_argument("--out", type=Path, help="also write the JSON report here")
+
+    flops = commands.add_parser("flops", help="count the FLOPs of one image's network calls (no segmentation)")
+    _add_model_arguments(flops)
+    flops.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return {"segment": _segment, "bench": _bench, "flops": _flops}[args.command](args)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, default_k: int | None = None) -> None:
+    defaults = EmerDiffConfig()
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="hub id, local diffusers folder, or 'bundled' (default: %(default)s)")
+    parser.add_argument("--k", type=int, default=default_k or defaults.num_segments, help="number of k-means masks")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--working-size", type=int, help="long side of the working image (default: model native)")
+    parser.add_argument("--batch-size", type=int, help="modulated runs per U-Net call (default: memory-aware)")
+    parser.add_argument("--min-area", type=int, default=defaults.min_segment_area,
+                        help="segments smaller than this many pixels go to their runner-up mask")
+
+
+def _config(args: argparse.Namespace) -> EmerDiffConfig:
+    return EmerDiffConfig(num_segments=args.k, seed=args.seed, device=args.device, dtype=args.dtype,
+                          working_size=getattr(args, "working_size", None) or getattr(args, "size", None),
+                          batch_size=args.batch_size, min_segment_area=args.min_area)
+
+
+def _load(args: argparse.Namespace):
+    if args.model == "sd15-random":
+        from segmentor.sd_architecture import random_sd15
+
+        return random_sd15(args.device, args.dtype)
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from segmentor.batch import TaskFormat, segment_files
+    from segmentor.emerdiff import EmerDiffSegmentor
+
+    segmentor = EmerDiffSegmentor(_load(args), _config(args))
+    task_format = TaskFormat(label=args.label, image_url_prefix=args.image_url_prefix,
+                             document_root=args.document_root)
+    failures = segment_files(args.images, segmentor, args.out, task_format)
+    print(f"wrote {args.out}/coco.json, predictions.json and label_config.xml; "
+          f"{len(args.images) - failures} segmented, {failures} failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from segmentor.bench import run_benchmark
+    from segmentor.toy.scenes import generate_scene
+
+    model = _load(args)
+    size = args.size or model.native_size
+    image = generate_scene(seed=args.seed, size=size).image
+    report = run_benchmark(model, image, _config(args), repeats=args.repeats, with_reference=not args.no_reference)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def _flops(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from segmentor.bench import flops_per_image, network_flops
+    from segmentor.emerdiff import EmerDiffSegmentor
+
+    model = _load(args)
+    size = args.size or model.native_size
+    segmentor = EmerDiffSegmentor(model, _config(args))
+    flops = network_flops(model, segmentor, np.zeros((size, size, 3), dtype=np.uint8))
+    counters = segmentor.expected_counters(args.k)
+    print(json.dumps({"model": args.model, "size": size, "k": args.k, **counters, **flops,
+                      "per_image": flops_per_image(flops, counters)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
