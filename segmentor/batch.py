@@ -82,7 +82,8 @@ def segment_files(paths: Sequence[Path], segmentor: EmerDiffSegmentor, out_dir: 
             "predictions": [{"model_version": version, "score": float(np.mean(list(scores.values()))),
                              "result": regions}],
         })
-        tqdm.write(f"{path.name}: {len(result.segments)} segments, {time.perf_counter() - started:.2f} s")
+        tqdm.write(f"{path.name}: {len(result.segments)} segments, {time.perf_counter() - started:.2f} s",
+                   file=sys.stderr)
     coco.write(out_dir / "coco.json")
     _write_json(out_dir / "predictions.json", tasks)
     (out_dir / "label_config.xml").write_text(LABEL_CONFIG_TEMPLATE.format(**vars(task_format)))

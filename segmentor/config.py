@@ -27,16 +27,16 @@ class EmerDiffConfig:
     kmeans_restarts: int = 4
     # Noise level the modulated denoising starts from. [paper: 281; ablation favours 281-481]
     modulation_timestep: int = 281
-    # Layer whose attention output gets +-lambda*mask, after to_out and before the residual add. [paper]
+    # Layer whose attention output gets +-lambda*mask, after to_out and before the residual add.
+    # [paper: a cross-attention layer of the 16x16 up block; ours: the same layer as the features]
     modulation_layer: str = MODULATION_LAYER
     # Modulation strength. [paper: 10]
     modulation_strength: float = 10.0
-    # Inference grid: DDIM on 50 steps puts 281, 261, ..., 1 on the grid (15 U-Net calls). [derived]
+    # Inference grid: DDIM (eta = 0, deterministic) on 50 steps puts 281, 261, ..., 1 on the grid
+    # (15 U-Net calls). [derived from the paper's t_f and t_m; sampler ours]
     num_inference_steps: int = 50
     # Keep only every n-th step of that grid after modulation_timestep (1 = all 15). [ours: 1, faithful]
     step_stride: int = 1
-    # DDIM eta; 0 makes the denoising deterministic. [ours]
-    ddim_eta: float = 0.0
     # Reuse the reference run's Q and K in every attention layer of the modulated runs. [paper]
     attention_injection: bool = True
     # Gaussian blur of the difference maps, in pixels at a 512-px working size, scaled with the working

@@ -1,0 +1,329 @@
+"""Label Studio result regions (polygon and brush) from masks and back, and their validation.
+
+Formats (see ``docs/labelstudio.md``): polygon points are percent of ``original_width/height``; brush
+regions carry Label Studio's own RLE of the HxWx4 RGBA bytes (``label_studio_sdk.converter.brush``),
+which is not COCO RLE. Label Studio stores whatever it is sent, so :func:`validate_regions` checks our
+output against the project's label config before it leaves the backend.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+from converters.label_config import ControlTag, LabelConfigError, parse_label_config
+from converters.polygons import (
+    DEFAULT_MAX_VERTICES,
+    DEFAULT_MIN_AREA,
+    DEFAULT_TOLERANCE,
+    as_label_map,
+    label_map_to_polygons,
+    polygons_to_mask,
+)
+
+__all__ = [
+    "ControlTag",
+    "InvalidRegionError",
+    "LabelConfigError",
+    "brush_region",
+    "check_region",
+    "parse_label_config",
+    "polygon_pixels",
+    "polygon_regions",
+    "region_to_mask",
+    "regions_from_label_map",
+    "validate_regions",
+]
+
+POLYGON = "polygonlabels"
+BRUSH = "brushlabels"
+# Decimals kept of a percent coordinate: 1e-4 % is 0.01 px on a 10,000 px image.
+_PERCENT_DECIMALS = 4
+
+
+class InvalidRegionError(ValueError):
+    """A region Label Studio would store but not show, or show wrongly; the message names the region."""
+
+
+def polygon_regions(
+    polygons: Sequence[np.ndarray],
+    *,
+    width: int,
+    height: int,
+    label: str,
+    from_name: str,
+    to_name: str,
+    score: float | None = None,
+    id_prefix: str = "r",
+) -> list[dict]:
+    """One ``polygonlabels`` region per ring of ``(x, y)`` pixel coordinates (ids ``{id_prefix}1``...)."""
+    _check_size(width, height)
+    scale = np.array([100.0 / width, 100.0 / height])
+    regions = []
+    for index, polygon in enumerate(polygons, start=1):
+        points = np.clip(np.asarray(polygon, dtype=np.float64) * scale, 0.0, 100.0).round(_PERCENT_DECIMALS)
+        value = {"points": points.tolist(), "closed": True, POLYGON: [label]}
+        regions.append(
+            _region(f"{id_prefix}{index}", POLYGON, value, width, height, from_name, to_name, score)
+        )
+    return regions
+
+
+def brush_region(
+    mask: np.ndarray,
+    *,
+    label: str,
+    from_name: str,
+    to_name: str,
+    score: float | None = None,
+    region_id: str,
+) -> dict:
+    """A ``brushlabels`` region holding ``mask`` (HxW, non-zero = painted) exactly, as Label Studio RLE."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush mask must be a non-empty 2-D array, got {mask.shape}"
+        )
+    height, width = mask.shape
+    rle = mask2rle(np.where(mask != 0, 255, 0).astype(np.uint8))
+    value = {"format": "rle", "rle": rle, BRUSH: [label]}
+    return _region(region_id, BRUSH, value, width, height, from_name, to_name, score)
+
+
+def regions_from_label_map(
+    label_map: np.ndarray,
+    *,
+    kind: str,
+    label: str,
+    from_name: str,
+    to_name: str,
+    scores: Mapping[int, float] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_area: float = DEFAULT_MIN_AREA,
+    max_vertices: int = DEFAULT_MAX_VERTICES,
+) -> list[dict]:
+    """Regions of every segment value of an integer HxW ``label_map``, all labelled ``label``.
+
+    ``kind="polygon"``: one region per outer contour (id ``s{value}-{n}``), holes filled;
+    ``kind="brush"``: one exact region per segment (id ``s{value}``). Segments, or polygon components,
+    with fewer than ``min_area`` pixels are left out. ``scores`` maps a segment value to its score.
+    """
+    if kind not in ("polygon", "brush"):
+        raise ValueError(f"kind must be 'polygon' or 'brush', got {kind!r}")
+    label_map = as_label_map(label_map)
+    height, width = label_map.shape
+    scores = scores or {}
+    regions: list[dict] = []
+    if kind == "polygon":
+        per_value = label_map_to_polygons(
+            label_map, tolerance=tolerance, min_area=min_area, max_vertices=max_vertices
+        )
+        for value, polygons in per_value.items():
+            regions += polygon_regions(
+                polygons,
+                width=width,
+                height=height,
+                label=label,
+                from_name=from_name,
+                to_name=to_name,
+                score=scores.get(value),
+                id_prefix=f"s{value}-",
+            )
+        return regions
+    for value in np.unique(label_map):
+        segment = label_map == value
+        if segment.sum() < min_area:
+            continue
+        regions.append(
+            brush_region(
+                segment,
+                label=label,
+                from_name=from_name,
+                to_name=to_name,
+                score=scores.get(int(value)),
+                region_id=f"s{value}",
+            )
+        )
+    return regions
+
+
+def region_to_mask(region: dict) -> np.ndarray:
+    """Bool ``original_height`` x ``original_width`` mask of a polygon or brush region."""
+    region_id = region.get("id") if isinstance(region, dict) else None
+    if not isinstance(region, dict):
+        raise InvalidRegionError(f"region must be a JSON object, got {type(region).__name__}")
+    _check_region_shape(region, region_id)
+    width, height = region["original_width"], region["original_height"]
+    value = region["value"]
+    if region["type"] == POLYGON:
+        return polygons_to_mask([polygon_pixels(region)], height, width)
+    try:
+        flat = decode_rle(value["rle"])
+    except (ValueError, IndexError) as error:  # the SDK decoder runs off the end of truncated data
+        raise InvalidRegionError(f"region {region_id!r}: brush rle is corrupt ({error})") from error
+    # Label Studio paints RGBA; the alpha channel is the mask.
+    return flat.reshape(height, width, 4)[:, :, 3] > 0
+
+
+def polygon_pixels(region: dict) -> np.ndarray:
+    """``(N, 2)`` pixel coordinates of a polygon region's percent points."""
+    scale = [region["original_width"] / 100.0, region["original_height"] / 100.0]
+    return np.asarray(region["value"]["points"], dtype=np.float64) * scale
+
+
+def validate_regions(regions: Sequence[dict], label_config: str) -> None:
+    """Raise :class:`InvalidRegionError` for the first region Label Studio would not show as meant.
+
+    Checked: ids present and unique; ``from_name`` a control of the config and ``to_name`` its ``toName``;
+    ``type`` the control's (``polygonlabels`` ↔ ``PolygonLabels``, ``brushlabels`` ↔ ``BrushLabels``);
+    labels in that control's label list; ``original_width/height`` present; polygons with >= 3 numeric
+    points inside [0, 100]; brush ``rle`` a list of byte values of the right length.
+    """
+    controls = {control.name: control for control in parse_label_config(label_config)}
+    seen: set[str] = set()
+    for index, region in enumerate(regions):
+        if not isinstance(region, dict):
+            raise InvalidRegionError(f"region #{index} must be a JSON object, got {type(region).__name__}")
+        region_id = region.get("id")
+        if not isinstance(region_id, str) or not region_id:
+            raise InvalidRegionError(f"region #{index}: 'id' must be a non-empty string, got {region_id!r}")
+        if region_id in seen:
+            raise InvalidRegionError(f"region {region_id!r}: duplicate id")
+        seen.add(region_id)
+        check_region(region, controls)
+
+
+def check_region(region: dict, controls: Mapping[str, ControlTag]) -> None:
+    """Check one region against the config's controls (by name); see :func:`validate_regions`."""
+    region_id = region.get("id")
+    from_name, to_name = region.get("from_name"), region.get("to_name")
+    control = controls.get(from_name) if isinstance(from_name, str) else None
+    if control is None:
+        raise InvalidRegionError(
+            f"region {region_id!r}: from_name {from_name!r} is not a control of the label config "
+            f"(controls: {sorted(controls)})"
+        )
+    if to_name not in control.to_names:
+        raise InvalidRegionError(
+            f"region {region_id!r}: to_name {to_name!r} is not the toName of control {from_name!r} "
+            f"({control.to_name!r})"
+        )
+    if region.get("type") != control.result_type:
+        raise InvalidRegionError(
+            f"region {region_id!r}: type {region.get('type')!r} does not match control {from_name!r} "
+            f"(<{control.tag}> expects {control.result_type!r})"
+        )
+    _check_region_shape(region, region_id)
+    unknown = [label for label in region["value"][region["type"]] if label not in control.labels]
+    if unknown:
+        raise InvalidRegionError(
+            f"region {region_id!r}: labels {unknown} are not in control {from_name!r} "
+            f"(labels: {control.labels})"
+        )
+
+
+def _check_region_shape(region: dict, region_id: Any) -> None:
+    """Fields and geometry of a polygon or brush region, independent of any label config."""
+    region_type = region.get("type")
+    if region_type not in (POLYGON, BRUSH):
+        raise InvalidRegionError(
+            f"region {region_id!r}: type {region_type!r} is not a mask region ({POLYGON!r} or {BRUSH!r})"
+        )
+    for key in ("original_width", "original_height"):
+        size = region.get(key)
+        if not _is_int(size) or size <= 0:
+            raise InvalidRegionError(f"region {region_id!r}: {key} must be a positive integer, got {size!r}")
+    value = region.get("value")
+    if not isinstance(value, dict):
+        raise InvalidRegionError(f"region {region_id!r}: 'value' must be a JSON object, got {value!r:.80}")
+    labels = value.get(region_type)
+    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+        raise InvalidRegionError(
+            f"region {region_id!r}: value.{region_type} must be a non-empty list of label strings, "
+            f"got {labels!r}"
+        )
+    if region_type == POLYGON:
+        _check_points(value.get("points"), region_id)
+    else:
+        _check_rle(value, region_id, region["original_width"] * region["original_height"] * 4)
+
+
+def _check_points(points: Any, region_id: Any) -> None:
+    if not isinstance(points, list) or len(points) < 3:
+        count = len(points) if isinstance(points, list) else type(points).__name__
+        raise InvalidRegionError(f"region {region_id!r}: a polygon needs a list of >= 3 points, got {count}")
+    for index, point in enumerate(points):
+        if not (
+            isinstance(point, list | tuple) and len(point) == 2 and all(_is_finite_number(c) for c in point)
+        ):
+            raise InvalidRegionError(
+                f"region {region_id!r}: point {index} is not an [x, y] pair of numbers: {point!r}"
+            )
+        if not all(0.0 <= c <= 100.0 for c in point):
+            raise InvalidRegionError(
+                f"region {region_id!r}: point {index} {point!r} is outside [0, 100] (points are percent)"
+            )
+
+
+def _check_rle(value: dict, region_id: Any, expected_values: int) -> None:
+    if value.get("format") != "rle":
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush format must be 'rle', got {value.get('format')!r}"
+        )
+    rle = value.get("rle")
+    if not isinstance(rle, list) or not rle or not all(_is_int(byte) and 0 <= byte <= 255 for byte in rle):
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush rle must be a non-empty list of ints in [0, 255]"
+        )
+    # The first 32 bits of Label Studio's RLE are the number of values it decodes to (H x W x 4).
+    encoded = int.from_bytes(bytes(rle[:4]), "big") if len(rle) >= 4 else -1
+    if encoded != expected_values:
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush rle encodes {encoded} values, expected {expected_values} "
+            "(original_width x original_height x 4)"
+        )
+
+
+def _region(
+    region_id: str,
+    region_type: str,
+    value: dict,
+    width: int,
+    height: int,
+    from_name: str,
+    to_name: str,
+    score: float | None,
+) -> dict:
+    region = {
+        "id": region_id,
+        "from_name": from_name,
+        "to_name": to_name,
+        "type": region_type,
+        "original_width": int(width),
+        "original_height": int(height),
+        "image_rotation": 0,
+        "value": value,
+    }
+    if score is not None:
+        region["score"] = float(score)
+    return region
+
+
+def _check_size(width: int, height: int) -> None:
+    if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+        raise InvalidRegionError(
+            f"image size must be positive integers, got width={width!r} height={height!r}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

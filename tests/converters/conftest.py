@@ -1,0 +1,41 @@
+"""Fixtures of the converter tests: the Label Studio project fixture (label config, export, source masks)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+DATA = Path(__file__).with_name("data")
+
+
+def _load_export_builder() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_export", DATA / "make_export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def export_builder() -> ModuleType:
+    """``tests/converters/data/make_export.py``: ``build_export()``, ``source_masks()``, the polygons."""
+    return _load_export_builder()
+
+
+@pytest.fixture(scope="session")
+def label_config() -> str:
+    return (DATA / "label_config.xml").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def export_path() -> Path:
+    return DATA / "export.json"
+
+
+@pytest.fixture
+def export(export_path: Path) -> list[dict]:
+    """A fresh copy per test, so tests may break it."""
+    return json.loads(export_path.read_text(encoding="utf-8"))
