@@ -1,0 +1,1 @@
+"""Label Studio ML backend serving EmerDiff segmentations (Flask app, gunicorn entry point)."""

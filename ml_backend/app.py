@@ -1,0 +1,140 @@
+"""The Flask app speaking Label Studio's ML backend 2.x contract (see docs/labelstudio.md).
+
+Routes: GET /health and / (open), POST /setup, POST /predict, POST /webhook, GET /metrics. Every error
+is JSON; a malformed request gets 400, and /predict answers one entry per task even when tasks fail.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ml_backend.errors import ProjectConfigError
+from ml_backend.model import TRAINING_EVENTS, EmerDiffModel, Runtime
+from ml_backend.settings import Settings
+from segmentor import DiffusionModel, load_model
+
+logger = logging.getLogger(__name__)
+
+OPEN_ENDPOINTS = frozenset({"health", "static"})
+
+
+class BadRequestError(ValueError):
+    """The request body is not what the route expects; answered with 400 and the message."""
+
+
+def create_app(settings: Settings | None = None, model: DiffusionModel | None = None) -> Flask:
+    """The app; loads the model from ``settings.model`` unless an already loaded ``model`` is given."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings.log_level)
+    if model is None:
+        logger.info("loading model %s (device %s, dtype %s)", settings.model, settings.device, settings.dtype)
+        model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
+    runtime = Runtime.create(settings, model)
+    logger.info(
+        "ready: model %s (identity %s), version %s", model.reference, model.identity, runtime.default_version
+    )
+
+    app = Flask(__name__)
+    app.extensions["emerdiff"] = runtime
+    app.json.sort_keys = False
+
+    @app.before_request
+    def require_basic_auth() -> Response | tuple[Response, int, dict] | None:
+        if not settings.basic_auth_enabled or request.endpoint in OPEN_ENDPOINTS:
+            return None
+        if _credentials_match(settings):
+            return None
+        return jsonify(error="authentication required"), 401, {"WWW-Authenticate": 'Basic realm="emerdiff"'}
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(status="UP", model_class=EmerDiffModel.__name__, model_version=runtime.default_version)
+
+    @app.post("/setup")
+    def setup() -> tuple[Response, int]:
+        runtime.metrics.increment("requests", "setup")
+        body = _json_body()
+        schema = body.get("schema")
+        if schema is None or schema == "":
+            return jsonify(model_version=runtime.default_version), 200
+        model = EmerDiffModel(runtime, label_config=schema, project_id=body.get("project"))
+        try:
+            return jsonify(model_version=model.setup()), 200
+        except ProjectConfigError as error:
+            return jsonify(error=f"label config: {error}"), 400
+
+    @app.post("/predict")
+    def predict() -> Response:
+        runtime.metrics.increment("requests", "predict")
+        body = _json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequestError("'tasks' must be a list of tasks")
+        label_config = body.get("label_config")
+        if not isinstance(label_config, str) or not label_config.strip():
+            raise BadRequestError("'label_config' must be the project's label config XML")
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequestError("'params' must be an object")
+        model = EmerDiffModel(runtime, label_config=label_config, project_id=body.get("project"))
+        with runtime.metrics.timed("predict"):
+            results = model.predict(tasks, context=params.get("context"))
+        return jsonify(results=results)
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        runtime.metrics.increment("requests", "webhook")
+        body = _json_body()
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequestError("'action' must be the webhook event name")
+        if action not in TRAINING_EVENTS:
+            return jsonify(status="ignored", action=action), 200
+        result = EmerDiffModel(runtime).fit(action, body)
+        return jsonify(status="ok", action=action, result=result), 201
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return jsonify(model_version=runtime.default_version, **runtime.metrics.snapshot())
+
+    @app.errorhandler(BadRequestError)
+    def bad_request(error: BadRequestError) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=f"{error.name}: {error.description}"), error.code or 500
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> tuple[Response, int]:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify(error=f"internal error: {type(error).__name__}: {error}"), 500
+
+    return app
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _credentials_match(settings: Settings) -> bool:
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or auth.username is None or auth.password is None:
+        return False
+    # Both comparisons always run, so the time taken does not tell which part was wrong.
+    user_ok = hmac.compare_digest(auth.username.encode(), settings.basic_auth_user.encode())
+    pass_ok = hmac.compare_digest(auth.password.encode(), settings.basic_auth_pass.encode())
+    return user_ok and pass_ok
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ml_backend").setLevel(level)

@@ -1,0 +1,108 @@
+"""The loaded diffusion model behind a lock: segmentors per parameter set, the disk cache in front.
+
+One process holds one model (one gunicorn worker per GPU). Segmentations run one at a time under
+``gpu_lock`` — the segmentor is not thread-safe and the GPU gains nothing from interleaving — while the
+other request threads keep answering /health, /setup and /metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+
+import numpy as np
+
+from ml_backend.cache import CachedSegmentation, SegmentationCache
+from ml_backend.errors import ImageDecodeError, SegmentationError
+from ml_backend.label_config import SegmentationParams
+from ml_backend.metrics import Metrics
+from ml_backend.settings import Settings
+from segmentor import DiffusionModel, EmerDiffConfig, EmerDiffSegmentor, ImageError, Segmentation, load_image
+
+logger = logging.getLogger(__name__)
+
+
+class SegmentationService:
+    def __init__(
+        self, model: DiffusionModel, settings: Settings, cache: SegmentationCache, metrics: Metrics
+    ) -> None:
+        self.model = model
+        self.cache = cache
+        self.metrics = metrics
+        self.max_image_pixels = settings.max_image_pixels
+        self.base_config = EmerDiffConfig(
+            num_segments=settings.num_segments,
+            seed=settings.seed,
+            min_segment_area=settings.min_area,
+            device=settings.device,
+            dtype=settings.dtype,
+        )
+        self.gpu_lock = threading.Lock()
+        self._segmentors: dict[SegmentationParams, EmerDiffSegmentor] = {}
+        self._registry_lock = threading.Lock()
+
+    def default_params(self) -> SegmentationParams:
+        return SegmentationParams(
+            num_segments=self.base_config.num_segments, min_area=self.base_config.min_segment_area
+        )
+
+    def segmentor(self, params: SegmentationParams) -> EmerDiffSegmentor:
+        """The segmentor for ``params``, built on first use and kept.
+
+        Built outside ``gpu_lock`` so /setup never waits for a running segmentation: construction runs
+        only the text encoder (for the empty prompt), which ``segment`` never touches.
+        """
+        with self._registry_lock:
+            segmentor = self._segmentors.get(params)
+            if segmentor is None:
+                config = dataclasses.replace(
+                    self.base_config, num_segments=params.num_segments, min_segment_area=params.min_area
+                )
+                segmentor = self._segmentors[params] = EmerDiffSegmentor(self.model, config)
+            return segmentor
+
+    def fingerprint(self, params: SegmentationParams) -> str:
+        """Identifies the weights and every setting that changes the segmentation."""
+        return self.segmentor(params).fingerprint()
+
+    def segment(self, image_bytes: bytes, params: SegmentationParams) -> CachedSegmentation:
+        """The segmentation of an image file's bytes, from the cache when this exact job was done before."""
+        image_sha256 = hashlib.sha256(image_bytes).hexdigest()
+        segmentor = self.segmentor(params)
+        fingerprint = segmentor.fingerprint()
+        cached = self.cache.get(image_sha256, fingerprint)
+        if cached is not None:
+            self.metrics.increment("cache", "hits")
+            return cached
+        try:
+            image = load_image(image_bytes, max_pixels=self.max_image_pixels)
+        except ImageError as error:
+            raise ImageDecodeError(str(error)) from error
+        with self.gpu_lock:
+            # Another thread may have segmented the same image while this one waited.
+            cached = self.cache.get(image_sha256, fingerprint)
+            if cached is not None:
+                self.metrics.increment("cache", "hits")
+                return cached
+            self.metrics.increment("cache", "misses")
+            with self.metrics.timed("segment"):
+                result = self._run(segmentor, image)
+            cached = CachedSegmentation(
+                label_map=result.label_map, scores={segment.id: segment.score for segment in result.segments}
+            )
+            self.cache.put(image_sha256, fingerprint, cached)
+        self.metrics.increment("segmentor", "segmentations")
+        for name, count in result.counters.items():
+            self.metrics.increment("segmentor", name, count)
+        return cached
+
+    def _run(self, segmentor: EmerDiffSegmentor, image: np.ndarray) -> Segmentation:
+        try:
+            return segmentor.segment(image)
+        except ImageError as error:
+            raise ImageDecodeError(str(error)) from error
+        except Exception as error:  # the service must outlive any failure of one image (e.g. out of memory)
+            logger.exception("segmentation of a %sx%s image failed", image.shape[1], image.shape[0])
+            raise SegmentationError(f"segmentation failed: {type(error).__name__}: {error}") from error

@@ -1,0 +1,229 @@
+"""Every setting of the service, read from environment variables only, checked once at start-up.
+
+Each field documents its variable and default; README's "ML backend" section lists them for users.
+An invalid value raises :class:`SettingsError` naming the variable, so a misconfigured container stops
+at start instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from converters.polygons import DEFAULT_MAX_VERTICES, DEFAULT_TOLERANCE
+from segmentor.config import EmerDiffConfig
+from segmentor.loading import DEFAULT_MODEL
+
+T = TypeVar("T")
+
+_DEFAULTS = EmerDiffConfig()
+DEFAULT_CACHE_DIR = Path("~/.cache/emerdiff-ml-backend").expanduser()
+# Cost grows with 2 x segments modulated runs per image; the paper tests 10-40.
+MAX_NUM_SEGMENTS = 100
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # EMERDIFF_MODEL: hub id, local diffusers folder, or "bundled" (the small offline model).
+    model: str = DEFAULT_MODEL
+    # EMERDIFF_DEVICE: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    # EMERDIFF_DTYPE: "auto" (float16 on CUDA, float32 on CPU), "float32", "float16", "bfloat16".
+    dtype: str = "auto"
+    # EMERDIFF_NUM_SEGMENTS: k-means clusters = segments per image, 1..100 (default: the segmentor's).
+    num_segments: int = _DEFAULTS.num_segments
+    # EMERDIFF_SEED: seed of the forward noise and k-means.
+    seed: int = _DEFAULTS.seed
+    # EMERDIFF_MIN_AREA: segments (and polygon pieces) under this many pixels are merged away / dropped.
+    min_area: int = 10
+    # EMERDIFF_POLYGON_TOLERANCE: polygon simplification tolerance in pixels (0 = exact contour).
+    polygon_tolerance: float = DEFAULT_TOLERANCE
+    # EMERDIFF_MAX_VERTICES: most vertices per polygon.
+    max_vertices: int = DEFAULT_MAX_VERTICES
+    # EMERDIFF_DEFAULT_LABEL: label of new segments when a control names none and has this label.
+    default_label: str | None = None
+    # LABEL_STUDIO_URL: base URL of Label Studio (uploads, local files, cloud presigning). Unset: none.
+    label_studio_url: str | None = None
+    # LABEL_STUDIO_API_KEY: legacy token, or personal access token (JWT refresh token, exchanged).
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/?d=... from this folder instead of over HTTP.
+    local_files_document_root: Path | None = None
+    # ALLOWED_IMAGE_HOSTS: comma-separated hosts plain http(s) image URLs may point at; "*.example.com"
+    # matches sub-domains, "*" any host. Empty (default): only Label Studio's own URLs are fetched.
+    allowed_image_hosts: tuple[str, ...] = ()
+    # ALLOW_PRIVATE_IMAGE_ADDRESSES: let image downloads reach private, loopback and link-local
+    # addresses (Label Studio's own host is always allowed). Default false.
+    allow_private_image_addresses: bool = False
+    # MAX_IMAGE_BYTES: largest image file downloaded or read (default 50 MiB).
+    max_image_bytes: int = 50 * 1024 * 1024
+    # MAX_IMAGE_PIXELS: largest image decoded, width x height (default 40 megapixels).
+    max_image_pixels: int = 40_000_000
+    # FETCH_TIMEOUT: seconds for connecting, for each read, and for a whole download.
+    fetch_timeout: float = 20.0
+    # CACHE_DIR: folder of the segmentation cache; "off" disables it.
+    cache_dir: Path | None = DEFAULT_CACHE_DIR
+    # BASIC_AUTH_USER / BASIC_AUTH_PASS: require HTTP basic auth on every route but /health and /.
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    log_level: str = "INFO"
+    # HOST / PORT: address gunicorn binds to.
+    host: str = "0.0.0.0"
+    port: int = 9090
+    # GUNICORN_THREADS: request threads of the single worker (predictions still run one at a time).
+    threads: int = 4
+    # GUNICORN_TIMEOUT: seconds a request may take before gunicorn restarts the worker; must exceed
+    # Label Studio's 100 s prediction timeout.
+    worker_timeout: int = 300
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); unset or empty variables keep defaults."""
+        env = _Env(os.environ if environ is None else environ)
+        defaults = cls()
+        settings = cls(
+            model=env.text("EMERDIFF_MODEL", defaults.model),
+            device=env.text("EMERDIFF_DEVICE", defaults.device),
+            dtype=env.choice("EMERDIFF_DTYPE", defaults.dtype, ("auto", "float32", "float16", "bfloat16")),
+            num_segments=env.integer("EMERDIFF_NUM_SEGMENTS", defaults.num_segments, 1, MAX_NUM_SEGMENTS),
+            seed=env.integer("EMERDIFF_SEED", defaults.seed, 0, 2**63 - 1),
+            min_area=env.integer("EMERDIFF_MIN_AREA", defaults.min_area, 0, None),
+            polygon_tolerance=env.number("EMERDIFF_POLYGON_TOLERANCE", defaults.polygon_tolerance, 0.0),
+            max_vertices=env.integer("EMERDIFF_MAX_VERTICES", defaults.max_vertices, 3, None),
+            default_label=env.optional("EMERDIFF_DEFAULT_LABEL"),
+            label_studio_url=env.parsed("LABEL_STUDIO_URL", None, _base_url),
+            label_studio_api_key=env.optional("LABEL_STUDIO_API_KEY"),
+            local_files_document_root=env.parsed("LOCAL_FILES_DOCUMENT_ROOT", None, _document_root),
+            allowed_image_hosts=env.parsed("ALLOWED_IMAGE_HOSTS", (), _host_patterns),
+            allow_private_image_addresses=env.boolean("ALLOW_PRIVATE_IMAGE_ADDRESSES", False),
+            max_image_bytes=env.integer("MAX_IMAGE_BYTES", defaults.max_image_bytes, 1, None),
+            max_image_pixels=env.integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1, None),
+            fetch_timeout=env.number("FETCH_TIMEOUT", defaults.fetch_timeout, 0.1),
+            cache_dir=env.parsed("CACHE_DIR", defaults.cache_dir, _cache_dir),
+            basic_auth_user=env.optional("BASIC_AUTH_USER"),
+            basic_auth_pass=env.optional("BASIC_AUTH_PASS"),
+            log_level=env.choice("LOG_LEVEL", defaults.log_level, _LOG_LEVELS, upper=True),
+            host=env.text("HOST", defaults.host),
+            port=env.integer("PORT", defaults.port, 1, 65535),
+            threads=env.integer("GUNICORN_THREADS", defaults.threads, 2, 64),
+            worker_timeout=env.integer("GUNICORN_TIMEOUT", defaults.worker_timeout, 101, None),
+        )
+        if (settings.basic_auth_user is None) != (settings.basic_auth_pass is None):
+            raise SettingsError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (or neither)")
+        return settings
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        return self.basic_auth_user is not None
+
+
+class _Env:
+    """Typed reads of environment variables; each failure names the variable and the value."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def parsed(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        value = self.optional(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise SettingsError(f"{name}={value!r}: {error}") from error
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+        value = self.text(name, default)
+        value = value.upper() if upper else value
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._environ.get(name)
+        if value is None:
+            return default
+        if value.strip().lower() in _TRUE:
+            return True
+        if value.strip().lower() in _FALSE:
+            return False
+        raise SettingsError(f"{name}={value!r}: must be true or false (1/0, yes/no, on/off)")
+
+    def integer(self, name: str, default: int, low: int, high: int | None) -> int:
+        return self.parsed(name, default, lambda text: parse_integer(text, low, high))
+
+    def number(self, name: str, default: float, low: float) -> float:
+        return self.parsed(name, default, lambda text: parse_number(text, low))
+
+
+def parse_integer(text: str, low: int, high: int | None) -> int:
+    """``text`` as an integer in ``[low, high]`` (no upper bound when None); ValueError says the bounds."""
+    bounds = f"an integer between {low} and {high}" if high is not None else f"an integer >= {low}"
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"must be {bounds}") from None
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"must be {bounds}")
+    return value
+
+
+def parse_number(text: str, low: float) -> float:
+    """``text`` as a finite number >= ``low``; ValueError otherwise."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= low):
+        raise ValueError(f"must be a finite number >= {low}")
+    return value
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://label-studio:8080")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+def _document_root(value: str) -> Path:
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise ValueError("is not an existing folder")
+    resolved = root.resolve()
+    if resolved == Path(resolved.anchor):
+        raise ValueError("must not be the file-system root: it would expose every file")
+    return resolved
+
+
+def _host_patterns(value: str) -> tuple[str, ...]:
+    patterns = tuple(host.strip().lower() for host in value.split(",") if host.strip())
+    for pattern in patterns:
+        name = pattern.removeprefix("*.")
+        if pattern != "*" and (not name or "*" in name or "/" in name or ":" in name):
+            raise ValueError(f"{pattern!r} is not a host name, '*.domain' or '*' (no scheme, port or path)")
+    return patterns
+
+
+def _cache_dir(value: str) -> Path | None:
+    return None if value.lower() == "off" else Path(value).expanduser()
