@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from segmentor.config import EmerDiffConfig
+from segmentor.evaluation_cli import add_evaluate_arguments, add_score_arguments, run_evaluate, run_score
 from segmentor.loading import DEFAULT_MODEL, ModelLoadError, load_model
 
 
@@ -37,10 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     _add_model_arguments(flops)
     flops.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
 
+    add_score_arguments(commands.add_parser("score", help="score predicted label maps against ground truth"))
+    add_evaluate_arguments(commands.add_parser(
+        "evaluate", help="segment and score: EmerDiff, the bilinear baseline and the oracle pair"))
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"segment": _segment, "bench": _bench, "flops": _flops}[args.command](args)
+        commands_by_name = {"segment": _segment, "bench": _bench, "flops": _flops, "score": run_score,
+                            "evaluate": run_evaluate}
+        return commands_by_name[args.command](args)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -24,6 +24,8 @@ class InjectionState:
     modulation_layer: str = ""
     # (batch, tokens, 1) added to the modulation layer's output; None outside the modulated step.
     offset: torch.Tensor | None = None
+    # RMS of the modulation layer's output at the first step of the recorded run (its activation scale).
+    output_rms: float | None = None
 
 
 class EmerDiffAttnProcessor:
@@ -71,6 +73,8 @@ class EmerDiffAttnProcessor:
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[3]).to(value.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
+        if state.record and state.step == 0 and self.name == state.modulation_layer:
+            state.output_rms = float(out.float().square().mean().sqrt())
         if state.offset is not None and self.name == state.modulation_layer:
             # The paper's modulation: after the output projection, before the block's residual add.
             out = out + state.offset.to(out.dtype)

@@ -32,6 +32,10 @@ class EmerDiffConfig:
     modulation_layer: str = MODULATION_LAYER
     # Modulation strength. [paper: 10]
     modulation_strength: float = 10.0
+    # Read modulation_strength in units of the RMS of the modulation layer's output at t_m in the
+    # reference run, so one value means the same push on models of any activation scale. [ours; off =
+    # the paper's absolute lambda]
+    modulation_relative: bool = False
     # Inference grid: DDIM (eta = 0, deterministic) on 50 steps puts 281, 261, ..., 1 on the grid
     # (15 U-Net calls). [derived from the paper's t_f and t_m; sampler ours]
     num_inference_steps: int = 50

@@ -173,7 +173,7 @@ class EmerDiffSegmentor:
                     masks: torch.Tensor, chunk: list[tuple[int, float]]) -> torch.Tensor:
         indices = torch.tensor([index for index, _ in chunk], device=masks.device)
         signs = torch.tensor([sign for _, sign in chunk], device=masks.device)
-        offsets = (signs[:, None] * self.config.modulation_strength * masks[indices].flatten(1))[..., None]
+        offsets = (signs[:, None] * self.modulation_strength(state.output_rms) * masks[indices].flatten(1))[..., None]
         with self._stage("modulated_runs"):
             latents = self.denoise(noisy, steps, state, offsets=offsets)
         with self._stage("decode"):
@@ -181,6 +181,12 @@ class EmerDiffSegmentor:
             self._counters["vae_decodes"] += len(chunk)
         with self._stage("difference_maps"):
             return difference_maps(images[0::2], images[1::2])
+
+    def modulation_strength(self, output_rms: float | None) -> float:
+        """lambda as added to the layer output: absolute, or relative to the layer's activation RMS."""
+        if not self.config.modulation_relative:
+            return self.config.modulation_strength
+        return self.config.modulation_strength * output_rms
 
     def _pixel_shape(self, noisy: torch.Tensor) -> tuple[int, int]:
         factor = self.model.vae_scale_factor

@@ -21,14 +21,19 @@ class ReferenceSegmentor(EmerDiffSegmentor):
     def _fill_difference_maps(self, maps: torch.Tensor, noisy: torch.Tensor, steps: list[tuple[int, int]],
                               masks: torch.Tensor, vanished: frozenset[int]) -> None:
         recorded: dict[tuple[str, str, int], torch.Tensor] = {}
+        layer_outputs: list[torch.Tensor] = []
+        modulated_layer = self.model.unet.get_submodule(self.config.modulation_layer)
+        handle = modulated_layer.register_forward_hook(lambda _m, _i, output: layer_outputs.append(output))
         with self._stage("reference_run"):
             self._run(noisy, steps, recorded, replay=False)
+        handle.remove()
+        strength = self.modulation_strength(float(layer_outputs[0].float().square().mean().sqrt()))
         for index in range(masks.shape[0]):
             if index in vanished:
                 continue
             images = []
             for sign in (1.0, -1.0):
-                offset = sign * self.config.modulation_strength * masks[index].flatten()[None, :, None]
+                offset = sign * strength * masks[index].flatten()[None, :, None]
                 with self._stage("modulated_runs"):
                     latent = self._run(noisy, steps, recorded, replay=self.config.attention_injection, offset=offset)
                 with self._stage("decode"):

@@ -34,7 +34,7 @@ class ToyModelSpec:
     """Sizes of a small SD-layout model; ``image_size`` is its native working size in pixels."""
 
     image_size: int = 64
-    vae_channels: tuple[int, ...] = (32, 64, 64)  # three blocks: downsampling factor 4
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # three blocks: downsampling factor 4; thin at full resolution
     latent_channels: int = 4
     unet_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1

@@ -217,3 +217,14 @@ def test_unknown_layer_is_named(tiny_model):
     layer = "up_blocks.9.attentions.0.transformer_blocks.0.attn2"
     with pytest.raises(ValueError, match=r"no attention layer 'up_blocks\.9"):
         EmerDiffSegmentor(tiny_model, EmerDiffConfig(feature_layer=layer))
+
+
+@pytest.mark.slow
+def test_relative_modulation_agrees_between_implementations(tiny_model):
+    config = EmerDiffConfig(num_segments=4, modulation_relative=True, modulation_strength=2.0)
+    image = scene_image(13)
+    batched = EmerDiffSegmentor(tiny_model, config).segment(image)
+    reference = ReferenceSegmentor(tiny_model, config).segment(image)
+    absolute = EmerDiffSegmentor(tiny_model, dataclasses.replace(config, modulation_relative=False)).segment(image)
+    assert (batched.label_map == reference.label_map).mean() >= 0.995
+    assert [s.score for s in batched.segments] != [s.score for s in absolute.segments]
