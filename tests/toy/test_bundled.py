@@ -43,7 +43,7 @@ def test_bundled_folder_is_small_and_complete() -> None:
     for part in ("vae", "unet", "text_encoder"):
         assert any((BUNDLED / part).glob("*.safetensors")), f"{part} weights missing"
     for name in ("model_index.json", "toy_spec.json", "README.md", "samples.png", "training_report.json",
-                 "tokenizer/vocab.json", "scheduler/scheduler_config.json"):
+                 "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"):
         assert (BUNDLED / name).is_file(), name
 
 
