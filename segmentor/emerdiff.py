@@ -43,6 +43,11 @@ class EmerDiffSegmentor:
         self._timings: dict[str, float] = {}
         self._counters = dict.fromkeys(_COUNTERS, 0)
 
+    @property
+    def text_embedding(self) -> torch.Tensor:
+        """The empty-prompt conditioning, (1, tokens, width), computed once per segmentor."""
+        return self._text
+
     def fingerprint(self) -> str:
         """Identifies the weights and every setting that changes the output."""
         parts = f"{self.model.identity}:{self.model.dtype}:{self.config.output_fingerprint()}"

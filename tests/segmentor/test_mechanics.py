@@ -35,7 +35,7 @@ def test_features_have_the_layer_grid_shape(tiny_segmentor):
     x = stages.to_model_input(image, tiny_segmentor.working_shape(64, 64), model)
     latents = stages.encode(model, x)
     features = stages.low_resolution_features(model, tiny_segmentor.config.feature_layer, latents,
-                                              tiny_segmentor._text, 1, torch.zeros_like(latents))
+                                              tiny_segmentor.text_embedding, 1, torch.zeros_like(latents))
     grid = tiny_segmentor.feature_grid(image.shape)
     # 64 px, VAE factor 4 -> 16x16 latent; up_blocks.1 of a three-level U-Net runs at half that.
     assert grid == (8, 8)
