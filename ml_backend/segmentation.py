@@ -90,7 +90,10 @@ class SegmentationService:
             with self.metrics.timed("segment"):
                 result = self._run(segmentor, image)
             cached = CachedSegmentation(
-                label_map=result.label_map, scores={segment.id: segment.score for segment in result.segments}
+                label_map=result.label_map,
+                scores={segment.id: segment.score for segment in result.segments},
+                features=result.features,
+                low_res_labels=result.low_res_labels,
             )
             self.cache.put(image_sha256, fingerprint, cached)
         self.metrics.increment("segmentor", "segmentations")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from segmentor.config import EmerDiffConfig
-from segmentor.evaluation_cli import add_evaluate_arguments, add_score_arguments, run_evaluate, run_score
+from segmentor.evaluation.cli import add_evaluate_arguments, add_score_arguments, run_evaluate, run_score
 from segmentor.loading import DEFAULT_MODEL, ModelLoadError, load_model
 
 
@@ -75,7 +75,7 @@ def _config(args: argparse.Namespace) -> EmerDiffConfig:
 
 def _load(args: argparse.Namespace):
     if args.model == "sd15-random":
-        from segmentor.sd_architecture import random_sd15
+        from segmentor.benchmark.sd_architecture import random_sd15
 
         return random_sd15(args.device, args.dtype)
     return load_model(args.model, device=args.device, dtype=args.dtype)
@@ -95,7 +95,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from segmentor.bench import run_benchmark
+    from segmentor.benchmark.bench import run_benchmark
     from segmentor.toy.scenes import generate_scene
 
     model = _load(args)
@@ -112,7 +112,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _flops(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from segmentor.bench import flops_per_image, network_flops
+    from segmentor.benchmark.bench import flops_per_image, network_flops
     from segmentor.emerdiff import EmerDiffSegmentor
 
     model = _load(args)

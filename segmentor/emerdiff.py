@@ -235,7 +235,8 @@ class EmerDiffSegmentor:
                     low_res_mask=masks[old_id].copy())
             for new_id, old_id in enumerate(present)
         ]
-        return Segmentation(label_map=label_map, segments=segments, low_res_labels=lookup[coarse].astype(np.int32))
+        return Segmentation(label_map=label_map, segments=segments, low_res_labels=lookup[coarse].astype(np.int32),
+                            features=features.astype(np.float32, copy=False))
 
     @contextmanager
     def _stage(self, name: str):

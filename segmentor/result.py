@@ -24,6 +24,7 @@ class Segmentation:
     label_map: np.ndarray  # int32 (H, W) at the original size, values 0..len(segments)-1
     segments: list[Segment]
     low_res_labels: np.ndarray  # int32 (h, w): the coarse labels on the feature grid, -1 where dropped
+    features: np.ndarray  # float32 (h, w, C): the low-resolution U-Net features k-means clustered
     timings: dict[str, float] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
 

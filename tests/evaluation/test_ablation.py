@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from segmentor.ablation import main, variants
 from segmentor.config import EmerDiffConfig
+from segmentor.evaluation.ablation import main, variants
 
 
 def test_variants_change_one_setting_at_a_time_and_skip_the_default_value():

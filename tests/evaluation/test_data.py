@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segmentor.evaluation import EvaluationError
-from segmentor.evaluation_data import (
+from segmentor.evaluation.data import (
     CITYSCAPES19,
     CITYSCAPES19_CLASSES,
     COCOSTUFF27,
@@ -22,6 +21,7 @@ from segmentor.evaluation_data import (
     read_stem_list,
     scene_samples,
 )
+from segmentor.evaluation.metrics import EvaluationError
 
 
 def test_cocostuff27_maps_all_182_stuffthingmap_ids_onto_the_27_classes():

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from segmentor.evaluation_cli import add_evaluate_arguments, build_config, run_evaluate
-from segmentor.evaluation_run import METHODS, PAIRS, oracle_masks
+from segmentor.evaluation.cli import add_evaluate_arguments, build_config, run_evaluate
+from segmentor.evaluation.run import METHODS, PAIRS, oracle_masks
 
 SET_SCORES = ("per_image_miou", "global_miou", "boundary_f1", "pixel_accuracy", "dataset_miou")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segmentor.evaluation import (
+from segmentor.evaluation.metrics import (
     EvaluationError,
     SetScores,
     boundary_f1,

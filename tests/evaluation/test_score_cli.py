@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from segmentor.evaluation_cli import add_score_arguments, run_score
+from segmentor.evaluation.cli import add_score_arguments, run_score
 from tests.evaluation.label_maps import halves, square
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segmentor.evaluation import EvaluationError
+from segmentor.evaluation.metrics import EvaluationError
 from segmentor.images import to_rgb8
 
 # COCO-Stuff-27: the curated 27 coarse classes of PiCIE / STEGO. Keys are the ids of COCO-Stuff's

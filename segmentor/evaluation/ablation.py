@@ -1,8 +1,8 @@
 """Ablations of EmerDiff's settings on synthetic scenes, printed as a markdown table.
 
-``python -m segmentor.ablation --model bundled --scenes 100`` evaluates the default configuration and then
+``python -m segmentor.evaluation.ablation --model bundled --scenes 100`` evaluates the default configuration and then
 one setting at a time (lambda, t_m, K, attention injection, blur sigma, steps after t_m), each on the same
-scenes, through ``segmentor.evaluation_run.evaluate``. Every row reports EmerDiff against the bilinear
+scenes, through ``segmentor.evaluation.run.evaluate``. Every row reports EmerDiff against the bilinear
 baseline of the same coarse masks, and the same for the ground-truth-mask oracle.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 from segmentor import stages
 from segmentor.config import EmerDiffConfig
 from segmentor.emerdiff import EmerDiffSegmentor
-from segmentor.evaluation import EvaluationError
-from segmentor.evaluation_cli import build_config
-from segmentor.evaluation_data import scene_samples
-from segmentor.evaluation_run import evaluate
+from segmentor.evaluation.cli import build_config
+from segmentor.evaluation.data import scene_samples
+from segmentor.evaluation.metrics import EvaluationError
+from segmentor.evaluation.run import evaluate
 from segmentor.loading import ModelLoadError, load_model
 
 # Values tried for each setting (the default is always among the rows). K suits 64-px models with an 8x8
@@ -86,7 +86,7 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segmentor.ablation", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m segmentor.evaluation.ablation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bundled", help="hub id, local diffusers folder, or 'bundled'")
     parser.add_argument("--scenes", type=int, default=100, help="scenes per variant (default: %(default)s)")

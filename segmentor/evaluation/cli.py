@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from segmentor.config import EmerDiffConfig
-from segmentor.evaluation import DEFAULT_IGNORE, EvaluationError, SetScores
-from segmentor.evaluation_data import (
+from segmentor.evaluation.data import (
     LAYOUTS,
     folder_samples,
     pair_by_stem,
@@ -18,7 +17,8 @@ from segmentor.evaluation_data import (
     read_stem_list,
     scene_samples,
 )
-from segmentor.evaluation_run import evaluate, segmentor_config_record
+from segmentor.evaluation.metrics import DEFAULT_IGNORE, EvaluationError, SetScores
+from segmentor.evaluation.run import evaluate, segmentor_config_record
 from segmentor.loading import DEFAULT_MODEL, ModelLoadError
 
 

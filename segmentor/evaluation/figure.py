@@ -1,6 +1,6 @@
 """The figure of docs/QUALITY.md: scenes with ground truth, the bilinear baseline and EmerDiff, side by side.
 
-``python -m segmentor.quality_figure --model bundled --seed 1000 --count 4 --out docs/figures/bundled-examples.png``
+``python -m segmentor.evaluation.figure --model bundled --seed 1000 --count 4 --out docs/figures/bundled-examples.png``
 Columns: image | ground truth | baseline | EmerDiff | oracle baseline | oracle EmerDiff (each an overlay).
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from converters.overlay import overlay_image, write_png
 from segmentor.config import EmerDiffConfig
 from segmentor.emerdiff import EmerDiffSegmentor
-from segmentor.evaluation_data import scene_samples
-from segmentor.evaluation_run import oracle_masks
+from segmentor.evaluation.data import scene_samples
+from segmentor.evaluation.run import oracle_masks
 from segmentor.loading import load_model
 
 COLUMNS = ("image", "ground truth", "baseline", "EmerDiff", "oracle baseline", "oracle EmerDiff")
@@ -34,7 +34,7 @@ def figure_rows(segmentor: EmerDiffSegmentor, count: int, seed: int) -> list[np.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segmentor.quality_figure", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m segmentor.evaluation.figure", description=__doc__)
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--count", type=int, default=4)

@@ -17,8 +17,8 @@ from scipy.ndimage import distance_transform_edt
 from tqdm import tqdm
 
 from segmentor.emerdiff import EmerDiffSegmentor
-from segmentor.evaluation import DEFAULT_IGNORE, EvaluationError, ImageScores, SetScores, paired_difference
-from segmentor.evaluation_data import Sample
+from segmentor.evaluation.data import Sample
+from segmentor.evaluation.metrics import DEFAULT_IGNORE, EvaluationError, ImageScores, SetScores, paired_difference
 from segmentor.result import Segmentation
 
 METHODS = ("emerdiff", "baseline", "oracle_emerdiff", "oracle_baseline")
