@@ -1,9 +1,12 @@
-"""Label Studio result regions (polygon and brush) from masks and back, and their validation.
+"""Label Studio result regions (polygon, brush, rectangle) from masks and back, and their validation.
 
 Formats (see ``docs/labelstudio.md``): polygon points are percent of ``original_width/height``; brush
 regions carry Label Studio's own RLE of the HxWx4 RGBA bytes (``label_studio_sdk.converter.brush``),
-which is not COCO RLE. Label Studio stores whatever it is sent, so :func:`validate_regions` checks our
-output against the project's label config before it leaves the backend.
+which is not COCO RLE. A rectangle is ``x``/``y`` (its top-left corner), ``width``/``height``, all in
+percent, and ``rotation`` in degrees, clockwise on screen, about that top-left corner; the percentages
+become pixels before rotating (the convention of the SDK's YOLO-OBB converter). Label Studio stores
+whatever it is sent, so :func:`validate_regions` checks our output against the project's label config
+before it leaves the backend.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "parse_label_config",
     "polygon_pixels",
     "polygon_regions",
+    "rectangle_pixels",
+    "rectangle_region",
     "region_to_mask",
     "regions_from_label_map",
     "validate_regions",
@@ -42,6 +47,9 @@ __all__ = [
 
 POLYGON = "polygonlabels"
 BRUSH = "brushlabels"
+RECTANGLE = "rectanglelabels"
+#: Region types that cover an area of the image: the ones :func:`region_to_mask` rasterises.
+MASK_TYPES = (POLYGON, BRUSH, RECTANGLE)
 # Decimals kept of a percent coordinate: 1e-4 % is 0.01 px on a 10,000 px image.
 _PERCENT_DECIMALS = 4
 
@@ -95,6 +103,40 @@ def brush_region(
     return _region(region_id, BRUSH, value, width, height, from_name, to_name, score)
 
 
+def rectangle_region(
+    corners: np.ndarray,
+    *,
+    width: int,
+    height: int,
+    label: str,
+    from_name: str,
+    to_name: str,
+    score: float | None = None,
+    region_id: str,
+) -> dict:
+    """A ``rectanglelabels`` region of a rectangle given by its 4 pixel corners in drawing order.
+
+    The first corner is the one Label Studio calls top-left (its ``x``/``y``); the first edge is the
+    rectangle's width, at ``rotation`` degrees clockwise from the x axis. The inverse of
+    :func:`rectangle_pixels` (up to rounding to 1e-4 %).
+    """
+    _check_size(width, height)
+    corners = np.asarray(corners, dtype=np.float64)
+    if corners.shape != (4, 2) or not np.isfinite(corners).all():
+        raise InvalidRegionError(f"region {region_id!r}: a rectangle needs 4 finite (x, y) corners")
+    along, across = corners[1] - corners[0], corners[3] - corners[0]
+    value = {
+        "x": 100.0 * corners[0, 0] / width,
+        "y": 100.0 * corners[0, 1] / height,
+        "width": 100.0 * float(np.hypot(*along)) / width,
+        "height": 100.0 * float(np.hypot(*across)) / height,
+        "rotation": math.degrees(math.atan2(along[1], along[0])) % 360.0,
+    }
+    value = {key: round(number, _PERCENT_DECIMALS) for key, number in value.items()}
+    value[RECTANGLE] = [label]
+    return _region(region_id, RECTANGLE, value, width, height, from_name, to_name, score)
+
+
 def regions_from_label_map(
     label_map: np.ndarray,
     *,
@@ -106,8 +148,10 @@ def regions_from_label_map(
     tolerance: float = DEFAULT_TOLERANCE,
     min_area: float = DEFAULT_MIN_AREA,
     max_vertices: int = DEFAULT_MAX_VERTICES,
+    labels: Mapping[int, str] | None = None,
 ) -> list[dict]:
-    """Regions of every segment value of an integer HxW ``label_map``, all labelled ``label``.
+    """Regions of every segment value of an integer HxW ``label_map``, labelled ``labels[value]`` (label
+    learning's per-segment labels) where given, else ``label``.
 
     ``kind="polygon"``: one region per outer contour (id ``s{value}-{n}``), holes filled;
     ``kind="brush"``: one exact region per segment (id ``s{value}``). Segments, or polygon components,
@@ -118,6 +162,7 @@ def regions_from_label_map(
     label_map = as_label_map(label_map)
     height, width = label_map.shape
     scores = scores or {}
+    labels = labels or {}
     regions: list[dict] = []
     if kind == "polygon":
         per_value = label_map_to_polygons(
@@ -128,7 +173,7 @@ def regions_from_label_map(
                 polygons,
                 width=width,
                 height=height,
-                label=label,
+                label=labels.get(value, label),
                 from_name=from_name,
                 to_name=to_name,
                 score=scores.get(value),
@@ -142,7 +187,7 @@ def regions_from_label_map(
         regions.append(
             brush_region(
                 segment,
-                label=label,
+                label=labels.get(int(value), label),
                 from_name=from_name,
                 to_name=to_name,
                 score=scores.get(int(value)),
@@ -153,7 +198,11 @@ def regions_from_label_map(
 
 
 def region_to_mask(region: dict) -> np.ndarray:
-    """Bool ``original_height`` x ``original_width`` mask of a polygon or brush region."""
+    """Bool ``original_height`` x ``original_width`` mask of a polygon, brush or rectangle region.
+
+    Polygons and rectangles set the pixels whose centre lies inside (pycocotools' rule, see
+    :func:`converters.polygons.polygons_to_mask`); the parts outside the image are cut off.
+    """
     region_id = region.get("id") if isinstance(region, dict) else None
     if not isinstance(region, dict):
         raise InvalidRegionError(f"region must be a JSON object, got {type(region).__name__}")
@@ -162,6 +211,8 @@ def region_to_mask(region: dict) -> np.ndarray:
     value = region["value"]
     if region["type"] == POLYGON:
         return polygons_to_mask([polygon_pixels(region)], height, width)
+    if region["type"] == RECTANGLE:
+        return polygons_to_mask([rectangle_pixels(region)], height, width)
     try:
         flat = decode_rle(value["rle"])
     except (ValueError, IndexError) as error:  # the SDK decoder runs off the end of truncated data
@@ -176,13 +227,30 @@ def polygon_pixels(region: dict) -> np.ndarray:
     return np.asarray(region["value"]["points"], dtype=np.float64) * scale
 
 
+def rectangle_pixels(region: dict) -> np.ndarray:
+    """``(4, 2)`` pixel corners of a rectangle region: top-left, top-right, bottom-right, bottom-left
+    before rotation, rotated clockwise by ``rotation`` degrees about the top-left corner."""
+    value = region["value"]
+    scale_x, scale_y = region["original_width"] / 100.0, region["original_height"] / 100.0
+    left, top = value["x"] * scale_x, value["y"] * scale_y
+    width, height = value["width"] * scale_x, value["height"] * scale_y
+    angle = math.radians(value.get("rotation", 0) or 0)
+    cos, sin = math.cos(angle), math.sin(angle)
+    # y grows downwards, so this rotation matrix turns clockwise on screen, as Label Studio draws it.
+    offsets = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]])
+    rotated = offsets @ np.array([[cos, sin], [-sin, cos]])
+    return rotated + np.array([left, top])
+
+
 def validate_regions(regions: Sequence[dict], label_config: str) -> None:
     """Raise :class:`InvalidRegionError` for the first region Label Studio would not show as meant.
 
     Checked: ids present and unique; ``from_name`` a control of the config and ``to_name`` its ``toName``;
-    ``type`` the control's (``polygonlabels`` ↔ ``PolygonLabels``, ``brushlabels`` ↔ ``BrushLabels``);
-    labels in that control's label list; ``original_width/height`` present; polygons with >= 3 numeric
-    points inside [0, 100]; brush ``rle`` a list of byte values of the right length.
+    ``type`` the control's (``polygonlabels`` ↔ ``PolygonLabels``, ``brushlabels`` ↔ ``BrushLabels``,
+    ``rectanglelabels`` ↔ ``RectangleLabels``); labels in that control's label list;
+    ``original_width/height`` present; polygons with >= 3 numeric points inside [0, 100]; brush ``rle`` a
+    list of byte values of the right length; rectangles with finite ``x``, ``y``, ``rotation`` and
+    positive ``width``, ``height``.
     """
     controls = {control.name: control for control in parse_label_config(label_config)}
     seen: set[str] = set()
@@ -228,11 +296,11 @@ def check_region(region: dict, controls: Mapping[str, ControlTag]) -> None:
 
 
 def _check_region_shape(region: dict, region_id: Any) -> None:
-    """Fields and geometry of a polygon or brush region, independent of any label config."""
+    """Fields and geometry of a polygon, brush or rectangle region, independent of any label config."""
     region_type = region.get("type")
-    if region_type not in (POLYGON, BRUSH):
+    if region_type not in MASK_TYPES:
         raise InvalidRegionError(
-            f"region {region_id!r}: type {region_type!r} is not a mask region ({POLYGON!r} or {BRUSH!r})"
+            f"region {region_id!r}: type {region_type!r} is not a mask region (one of {MASK_TYPES})"
         )
     for key in ("original_width", "original_height"):
         size = region.get(key)
@@ -249,6 +317,8 @@ def _check_region_shape(region: dict, region_id: Any) -> None:
         )
     if region_type == POLYGON:
         _check_points(value.get("points"), region_id)
+    elif region_type == RECTANGLE:
+        _check_rectangle(value, region_id)
     else:
         _check_rle(value, region_id, region["original_width"] * region["original_height"] * 4)
 
@@ -268,6 +338,19 @@ def _check_points(points: Any, region_id: Any) -> None:
             raise InvalidRegionError(
                 f"region {region_id!r}: point {index} {point!r} is outside [0, 100] (points are percent)"
             )
+
+
+def _check_rectangle(value: dict, region_id: Any) -> None:
+    # Label Studio lets a rectangle reach past the image edge while it is dragged; the mask is cut there.
+    for key in ("x", "y", "width", "height", "rotation"):
+        number = value.get(key, 0 if key == "rotation" else None)
+        if not _is_finite_number(number):
+            raise InvalidRegionError(
+                f"region {region_id!r}: rectangle {key} must be a finite number, got {number!r}"
+            )
+    for key in ("width", "height"):
+        if value[key] <= 0:
+            raise InvalidRegionError(f"region {region_id!r}: rectangle {key} must be > 0, got {value[key]!r}")
 
 
 def _check_rle(value: dict, region_id: Any, expected_values: int) -> None:

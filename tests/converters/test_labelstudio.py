@@ -17,6 +17,8 @@ from converters.labelstudio import (
     brush_region,
     parse_label_config,
     polygon_regions,
+    rectangle_pixels,
+    rectangle_region,
     region_to_mask,
     regions_from_label_map,
     validate_regions,
@@ -106,6 +108,90 @@ def test_regions_from_label_map_cover_every_segment_with_unique_ids(label_map: n
         assert own and all(r["score"] == scores[int(value)] for r in own)
         union = np.logical_or.reduce([region_to_mask(r) for r in own])
         assert iou(union, label_map == value) >= (1.0 if kind == "brush" else 0.98)
+
+
+def _rectangle(x: float, y: float, width: float, height: float, rotation: float | None, size=(100, 50)) -> dict:
+    value = {"x": x, "y": y, "width": width, "height": height, "rectanglelabels": ["Car"]}
+    if rotation is not None:
+        value["rotation"] = rotation
+    return {
+        "id": "box1",
+        "from_name": "box",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": size[0],
+        "original_height": size[1],
+        "value": value,
+    }
+
+
+def _inside_rotated_rectangle(region: dict, margin: float = 0.0) -> np.ndarray:
+    """Independent oracle: pixel centres turned back into the rectangle's own frame and tested against it,
+    the rectangle grown by ``margin`` pixels on every side (shrunk when negative)."""
+    width, height = region["original_width"], region["original_height"]
+    value = region["value"]
+    origin = np.array([value["x"] * width / 100, value["y"] * height / 100])
+    size = np.array([value["width"] * width / 100, value["height"] * height / 100])
+    angle = np.radians(value.get("rotation", 0))
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    dx, dy = xs - origin[0], ys - origin[1]
+    # Undo a clockwise (on screen, y down) turn about the top-left corner.
+    along = dx * np.cos(angle) + dy * np.sin(angle)
+    across = -dx * np.sin(angle) + dy * np.cos(angle)
+    return (
+        (along >= -margin) & (along <= size[0] + margin) & (across >= -margin) & (across <= size[1] + margin)
+    )
+
+
+def test_rectangle_mask_in_percent_of_each_side() -> None:
+    expected = np.zeros((50, 100), bool)
+    expected[10:30, 50:70] = True  # x 50 %, y 20 % of 50 px, 20 % of 100 px wide, 40 % of 50 px high
+    assert np.array_equal(region_to_mask(_rectangle(50, 20, 20, 40, None)), expected)
+    assert np.array_equal(region_to_mask(_rectangle(50, 20, 20, 40, 0)), expected)
+
+
+def test_rectangle_rotation_turns_clockwise_about_the_top_left_corner() -> None:
+    # 90° clockwise on screen about (50, 10): the width now runs down, the height runs left.
+    expected = np.zeros((50, 100), bool)
+    expected[10:30, 30:50] = True
+    region = _rectangle(50, 20, 20, 40, 90)
+    assert np.allclose(rectangle_pixels(region), [[50, 10], [50, 30], [30, 30], [30, 10]])
+    assert np.array_equal(region_to_mask(region), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(5, 70), st.floats(5, 70), st.floats(10, 40), st.floats(10, 40), st.floats(-180, 360)
+)
+def test_rotated_rectangle_mask_matches_an_independent_rasteriser(x, y, width, height, rotation) -> None:
+    region = _rectangle(x, y, width, height, rotation, size=(120, 90))
+    mask = region_to_mask(region)
+    # pycocotools rasterises on a 5x grid: only centres within a fraction of a pixel of an edge may differ.
+    assert not (_inside_rotated_rectangle(region, -0.25) & ~mask).any()
+    assert not (mask & ~_inside_rotated_rectangle(region, 0.25)).any()
+    back = rectangle_region(
+        rectangle_pixels(region), width=120, height=90, label="Car", from_name="box", to_name="image",
+        region_id="box1",
+    )
+    assert np.allclose(rectangle_pixels(back), rectangle_pixels(region), atol=1e-3)
+
+
+def test_rectangles_are_validated_against_the_config() -> None:
+    config = (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+        '<Label value="Car"/></RectangleLabels></View>'
+    )
+    validate_regions([_rectangle(10, 10, 20, 20, 30)], config)
+    for change, message in [
+        (_set("value.width", 0), "rectangle width must be > 0"),
+        (_set("value.x", "5"), "rectangle x must be a finite number, got '5'"),
+        (_set("value.rotation", float("inf")), "rectangle rotation must be a finite number"),
+        (_set("value.rectanglelabels", ["Bus"]), r"labels \['Bus'\] are not in control 'box'"),
+    ]:
+        region = _rectangle(10, 10, 20, 20, 30)
+        change(region)
+        with pytest.raises(InvalidRegionError, match=f"^region 'box1': {message}"):
+            validate_regions([region], config)
 
 
 def test_regions_from_label_map_drops_small_segments_and_rejects_unknown_kinds() -> None:
