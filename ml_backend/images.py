@@ -8,11 +8,14 @@ Sources, by the shape of the reference:
   Studio's origin — downloaded from LABEL_STUDIO_URL with its credentials;
 - ``s3://``, ``gs://``, ``azure-blob://``, ``azure-spi://`` — presigned by Label Studio
   (``GET /tasks/<task id>/presign/?fileuri=<base64url of the URI>``), which redirects to the storage;
-- other ``http(s)://`` URLs — only to hosts in ALLOWED_IMAGE_HOSTS, never with credentials.
+- other ``http(s)://`` URLs — any host (or only those in ALLOWED_IMAGE_HOSTS when it is set), never
+  with credentials: Label Studio's own policy.
 
 Every hop of every download (redirects included) is re-vetted; credentials go only to Label Studio's
-origin; connections to non-public addresses are refused unless ALLOW_PRIVATE_IMAGE_ADDRESSES is set
-(Label Studio's own host and port are always allowed: the operator configured them).
+origin, as read by :func:`~ml_backend.fetch.http_origin` (the reading of the client that connects);
+connections to non-public addresses are refused unless ALLOW_PRIVATE_IMAGE_ADDRESSES is set (Label
+Studio's own host and port are always allowed: the operator configured them). FETCH_TIMEOUT bounds the
+whole read of one image, token exchange and retries included.
 """
 
 from __future__ import annotations
@@ -23,25 +26,20 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ml_backend.errors import ImageFetchError, ImageSourceError, ImageTooLargeError
-from ml_backend.fetch import Downloader, address_check, checked_session, display_url
+from ml_backend.fetch import (
+    DEFAULT_PORTS,
+    Downloader,
+    Origin,
+    address_check,
+    checked_session,
+    display_url,
+    http_origin,
+)
 from ml_backend.labelstudio_auth import LabelStudioCredentials
 from ml_backend.settings import Settings
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 LOCAL_FILES_PATH = "/data/local-files"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def origin(url: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of an absolute http(s) URL, None for anything else."""
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        return None
-    return parts.scheme, parts.hostname.lower(), port
 
 
 class ImageResolver:
@@ -49,8 +47,10 @@ class ImageResolver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._label_studio = origin(settings.label_studio_url) if settings.label_studio_url else None
-        exempt = [self._label_studio[1:]] if self._label_studio else []
+        self._label_studio: Origin | None = (
+            http_origin(settings.label_studio_url) if settings.label_studio_url else None
+        )
+        exempt = [(self._label_studio.host, self._label_studio.port)] if self._label_studio else []
         session = checked_session(
             address_check(allow_private=settings.allow_private_image_addresses, exempt=exempt)
         )
@@ -64,16 +64,20 @@ class ImageResolver:
     def read(self, reference: str, task_id: object = None) -> bytes:
         """The image file's bytes; a :class:`~ml_backend.errors.TaskError` subclass says why not."""
         reference = reference.strip()
-        scheme = urlsplit(reference).scheme.lower()
-        if scheme in CLOUD_SCHEMES:
-            return self._download(self._presign_url(reference, task_id))
-        if reference.startswith("/") and not reference.startswith("//"):
-            return self._read_label_studio(reference)
-        if scheme in _DEFAULT_PORTS:
-            if origin(reference) is not None and origin(reference) == self._label_studio:
-                relative = urlsplit(reference)._replace(scheme="", netloc="").geturl()
-                return self._read_label_studio(relative, absolute=reference)
-            return self._download(reference)
+        try:
+            scheme = urlsplit(reference).scheme.lower()
+        except ValueError as error:  # e.g. an unbalanced IPv6 bracket
+            raise ImageSourceError(f"image reference {reference[:200]!r} is malformed ({error})") from None
+        with self.downloader.deadline():
+            if scheme in CLOUD_SCHEMES:
+                return self._download(self._presign_url(reference, task_id))
+            if reference.startswith("/") and not reference.startswith("//"):
+                return self._read_label_studio(reference)
+            if scheme in DEFAULT_PORTS:
+                if http_origin(reference) == self._label_studio:
+                    relative = urlsplit(reference)._replace(scheme="", netloc="").geturl()
+                    return self._read_label_studio(relative, absolute=reference)
+                return self._download(reference)
         raise ImageSourceError(
             f"image reference {reference[:200]!r} is not supported: use an http(s) URL, a Label Studio URL "
             "(/data/upload/..., /data/local-files/?d=...) or a cloud URI "
@@ -110,19 +114,17 @@ class ImageResolver:
 
     def _hop_headers(self, url: str, previous: str | None) -> dict[str, str]:
         """Vet one hop: Label Studio gets credentials; others must be allowed and get none."""
-        hop = origin(url)
-        if hop is None:
-            raise ImageSourceError(f"{display_url(url)[:200]}: only http and https URLs are downloaded")
+        hop = http_origin(url)
         if hop == self._label_studio:
             authorization = self.credentials.authorization()
             return {"Authorization": authorization} if authorization else {}
         # Label Studio's presign endpoint redirects to the storage it is configured with: that hop
         # is vouched for by Label Studio, though still subject to the address check.
-        vouched = previous is not None and origin(previous) == self._label_studio
-        if not vouched and not self._host_allowed(hop[1]):
+        vouched = previous is not None and http_origin(previous) == self._label_studio
+        allowed = self.settings.allowed_image_hosts
+        if allowed and not vouched and not self._host_allowed(hop.host):
             raise ImageSourceError(
-                f"{display_url(url)[:200]}: host {hop[1]!r} is not in ALLOWED_IMAGE_HOSTS "
-                f"({', '.join(self.settings.allowed_image_hosts) or 'empty'})"
+                f"{display_url(url)[:200]}: host {hop.host!r} is not in ALLOWED_IMAGE_HOSTS ({', '.join(allowed)})"
             )
         return {}
 
@@ -138,6 +140,8 @@ class ImageResolver:
         values = parse_qs(urlsplit(relative_url).query, keep_blank_values=True).get("d") or [""]
         # Label Studio reads the last d= value, relative to its root even with a leading slash.
         requested = values[-1].lstrip("/")
+        if "\x00" in requested:
+            raise ImageSourceError(f"local-files path {requested[:200]!r} contains a NUL byte")
         if not requested:
             raise ImageSourceError(f"local-files URL {relative_url[:200]!r} has no ?d= path")
         path = Path(os.path.realpath(root / requested))

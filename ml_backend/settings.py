@@ -16,13 +16,16 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from converters.polygons import DEFAULT_MAX_VERTICES, DEFAULT_TOLERANCE
-from segmentor.config import EmerDiffConfig
+from ml_backend.errors import TaskError
+from ml_backend.fetch import http_origin
+from segmentor.config import DEFAULT_PRESET, PRESETS, EmerDiffConfig
 from segmentor.loading import DEFAULT_MODEL
 
 T = TypeVar("T")
 
 _DEFAULTS = EmerDiffConfig()
 DEFAULT_CACHE_DIR = Path("~/.cache/emerdiff-ml-backend").expanduser()
+DEFAULT_DATA_DIR = Path("~/.local/share/emerdiff-ml-backend").expanduser()
 # Cost grows with 2 x segments modulated runs per image; the paper tests 10-40.
 MAX_NUM_SEGMENTS = 100
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,6 +46,9 @@ class Settings:
     dtype: str = "auto"
     # EMERDIFF_NUM_SEGMENTS: k-means clusters = segments per image, 1..100 (default: the segmentor's).
     num_segments: int = _DEFAULTS.num_segments
+    # EMERDIFF_PRESET: "paper" (the full method) or "fast" (under a quarter of its FLOPs; agreement with
+    # "paper" measured in docs/PERFORMANCE.md).
+    preset: str = DEFAULT_PRESET
     # EMERDIFF_SEED: seed of the forward noise and k-means.
     seed: int = _DEFAULTS.seed
     # EMERDIFF_MIN_AREA: segments (and polygon pieces) under this many pixels are merged away / dropped.
@@ -60,7 +66,8 @@ class Settings:
     # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/?d=... from this folder instead of over HTTP.
     local_files_document_root: Path | None = None
     # ALLOWED_IMAGE_HOSTS: comma-separated hosts plain http(s) image URLs may point at; "*.example.com"
-    # matches sub-domains, "*" any host. Empty (default): only Label Studio's own URLs are fetched.
+    # matches sub-domains, "*" any host. Empty (default): any host with a public address (Label
+    # Studio's own policy); private addresses still need ALLOW_PRIVATE_IMAGE_ADDRESSES.
     allowed_image_hosts: tuple[str, ...] = ()
     # ALLOW_PRIVATE_IMAGE_ADDRESSES: let image downloads reach private, loopback and link-local
     # addresses (Label Studio's own host is always allowed). Default false.
@@ -73,6 +80,9 @@ class Settings:
     fetch_timeout: float = 20.0
     # CACHE_DIR: folder of the segmentation cache; "off" disables it.
     cache_dir: Path | None = DEFAULT_CACHE_DIR
+    # DATA_DIR: folder of what the service keeps (the label memory of label learning); "off" disables
+    # label learning.
+    data_dir: Path | None = DEFAULT_DATA_DIR
     # BASIC_AUTH_USER / BASIC_AUTH_PASS: require HTTP basic auth on every route but /health and /.
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = field(default=None, repr=False)
@@ -97,6 +107,7 @@ class Settings:
             device=env.text("EMERDIFF_DEVICE", defaults.device),
             dtype=env.choice("EMERDIFF_DTYPE", defaults.dtype, ("auto", "float32", "float16", "bfloat16")),
             num_segments=env.integer("EMERDIFF_NUM_SEGMENTS", defaults.num_segments, 1, MAX_NUM_SEGMENTS),
+            preset=env.choice("EMERDIFF_PRESET", defaults.preset, tuple(PRESETS)),
             seed=env.integer("EMERDIFF_SEED", defaults.seed, 0, 2**63 - 1),
             min_area=env.integer("EMERDIFF_MIN_AREA", defaults.min_area, 0, None),
             polygon_tolerance=env.number("EMERDIFF_POLYGON_TOLERANCE", defaults.polygon_tolerance, 0.0),
@@ -111,6 +122,7 @@ class Settings:
             max_image_pixels=env.integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1, None),
             fetch_timeout=env.number("FETCH_TIMEOUT", defaults.fetch_timeout, 0.1),
             cache_dir=env.parsed("CACHE_DIR", defaults.cache_dir, _cache_dir),
+            data_dir=env.parsed("DATA_DIR", defaults.data_dir, _cache_dir),
             basic_auth_user=env.optional("BASIC_AUTH_USER"),
             basic_auth_pass=env.optional("BASIC_AUTH_PASS"),
             log_level=env.choice("LOG_LEVEL", defaults.log_level, _LOG_LEVELS, upper=True),
@@ -198,9 +210,13 @@ def parse_number(text: str, low: float) -> float:
 
 
 def _base_url(value: str) -> str:
+    try:
+        http_origin(value)
+    except TaskError as error:
+        raise ValueError(
+            f"must be an http:// or https:// URL with a host, e.g. http://label-studio:8080 ({error})"
+        ) from None
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://label-studio:8080")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
     return value.rstrip("/")

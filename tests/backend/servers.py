@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +33,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes = b""
+    completed: bool = False  # the whole response was sent (False: the client hung up first)
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     send_length: bool = True  # False: stream without Content-Length, end by closing
+    delay_s: float = 0.0  # wait before the status line (a slow server)
+    trickle_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
 class FakeServer:
@@ -89,8 +93,18 @@ class FakeServer:
                 self._serve(self.rfile.read(int(self.headers.get("Content-Length", 0))))
 
             def _serve(self, body: bytes) -> None:
-                server.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+                seen = Seen(self.command, self.path, dict(self.headers.items()), body)
+                server.seen.append(seen)
                 route = server.respond(self, body)
+                try:
+                    self._send(route)
+                except OSError:  # the client hung up (a deadline or a cap): recorded as incomplete
+                    self.close_connection = True
+                    return
+                seen.completed = True
+
+            def _send(self, route: Route) -> None:
+                time.sleep(route.delay_s)
                 self.send_response(route.status)
                 for name, value in route.headers.items():
                     self.send_header(name, value)
@@ -100,7 +114,13 @@ class FakeServer:
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
-                self.wfile.write(route.body)
+                if not route.trickle_s:
+                    self.wfile.write(route.body)
+                    return
+                for index in range(len(route.body)):
+                    self.wfile.write(route.body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(route.trickle_s)
 
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
