@@ -96,6 +96,9 @@ class Settings:
     # GUNICORN_TIMEOUT: seconds a request may take before gunicorn restarts the worker; must exceed
     # Label Studio's 100 s prediction timeout.
     worker_timeout: int = 300
+    # GUNICORN_GRACEFUL_TIMEOUT: seconds a stopping worker gets to finish the requests in flight; keep it
+    # under the container's stop grace period (Docker: 10 s unless stop_grace_period / --stop-timeout).
+    graceful_timeout: int = 8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +133,7 @@ class Settings:
             port=env.integer("PORT", defaults.port, 1, 65535),
             threads=env.integer("GUNICORN_THREADS", defaults.threads, 2, 64),
             worker_timeout=env.integer("GUNICORN_TIMEOUT", defaults.worker_timeout, 101, None),
+            graceful_timeout=env.integer("GUNICORN_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 1, 3600),
         )
         if (settings.basic_auth_user is None) != (settings.basic_auth_pass is None):
             raise SettingsError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (or neither)")
