@@ -32,20 +32,24 @@ class SegmentationService:
         self.cache = cache
         self.metrics = metrics
         self.max_image_pixels = settings.max_image_pixels
-        self.base_config = EmerDiffConfig(
+        self.base_config = EmerDiffConfig.preset(
+            settings.preset,
             num_segments=settings.num_segments,
             seed=settings.seed,
             min_segment_area=settings.min_area,
             device=settings.device,
             dtype=settings.dtype,
         )
+        self.default_preset = settings.preset
         self.gpu_lock = threading.Lock()
         self._segmentors: dict[SegmentationParams, EmerDiffSegmentor] = {}
         self._registry_lock = threading.Lock()
 
     def default_params(self) -> SegmentationParams:
         return SegmentationParams(
-            num_segments=self.base_config.num_segments, min_area=self.base_config.min_segment_area
+            num_segments=self.base_config.num_segments,
+            min_area=self.base_config.min_segment_area,
+            preset=self.default_preset,
         )
 
     def segmentor(self, params: SegmentationParams) -> EmerDiffSegmentor:
@@ -58,7 +62,9 @@ class SegmentationService:
             segmentor = self._segmentors.get(params)
             if segmentor is None:
                 config = dataclasses.replace(
-                    self.base_config, num_segments=params.num_segments, min_segment_area=params.min_area
+                    self.base_config.with_preset(params.preset),
+                    num_segments=params.num_segments,
+                    min_segment_area=params.min_area,
                 )
                 segmentor = self._segmentors[params] = EmerDiffSegmentor(self.model, config)
             return segmentor
