@@ -8,8 +8,6 @@ computed in the modulated runs at all.
 from __future__ import annotations
 
 import hashlib
-import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -17,15 +15,16 @@ import torch
 from segmentor import stages
 from segmentor.assign import assign_labels, bounding_box, difference_maps, gaussian_blur
 from segmentor.attention import InjectionState, install_state
+from segmentor.chunking import BatchBudget, run_in_chunks
 from segmentor.config import EmerDiffConfig
-from segmentor.loading import DiffusionModel
+from segmentor.loading import DiffusionModel, resolve_dtype
 from segmentor.result import Segment, Segmentation
+from segmentor.runlog import RunLog
 
 # Largest batch of modulated runs tried on a GPU before out-of-memory halving takes over.
 _MAX_GPU_BATCH = 64
 # On the CPU a larger batch buys no speed and only costs memory.
 _CPU_BATCH = 16
-_COUNTERS = ("unet_sample_passes", "vae_decodes", "vae_encodes")
 
 
 class EmerDiffSegmentor:
@@ -34,14 +33,18 @@ class EmerDiffSegmentor:
     def __init__(self, model: DiffusionModel, config: EmerDiffConfig | None = None) -> None:
         self.model = model
         self.config = config or EmerDiffConfig()
+        _check_model_matches(model, self.config)
         stages.attention_module(model, self.config.feature_layer)
         stages.attention_module(model, self.config.modulation_layer)
         self._layers = [name.removesuffix(".processor") for name in model.unet.attn_processors]
-        self._batch_size = self.config.batch_size
+        start = self.config.batch_size or (_MAX_GPU_BATCH if model.device.type == "cuda" else _CPU_BATCH)
+        # Even, so that the +lambda and -lambda runs of a mask always share a chunk; the decoder has its
+        # own budget so that running out of memory while decoding never redoes the U-Net work.
+        self._unet_budget = BatchBudget(start, step=2, what="modulated runs")
+        self._decode_budget = BatchBudget(start, step=2, what="decoded images")
         with torch.inference_mode():
             self._text = stages.empty_prompt_embedding(model)
-        self._timings: dict[str, float] = {}
-        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._log = RunLog(model.device)
 
     @property
     def text_embedding(self) -> torch.Tensor:
@@ -65,54 +68,50 @@ class EmerDiffSegmentor:
         """The (h, w) grid of the coarse masks for an image of this (H, W[, C]) shape."""
         return stages.layer_grid(self.model, self.config.feature_layer, self.latent_shape(image_shape))
 
+    def denoising_steps(self) -> list[tuple[int, int]]:
+        config = self.config
+        return stages.denoising_steps(self.model, config.modulation_timestep, config.num_inference_steps,
+                                      config.step_stride)
+
     def expected_counters(self, num_masks: int) -> dict[str, int]:
         """Network calls a segmentation with this many coarse masks makes: 1 + S(1 + 2K) U-Net passes."""
-        config = self.config
-        steps = len(stages.denoising_steps(self.model, config.modulation_timestep, config.num_inference_steps,
-                                           config.step_stride))
+        steps = len(self.denoising_steps())
         return {"unet_sample_passes": 1 + steps * (1 + 2 * num_masks), "vae_decodes": 2 * num_masks, "vae_encodes": 1}
 
     def chunk_sizes(self, runs: int) -> list[int]:
         """Batch sizes the modulated runs go through the U-Net in (as of the current memory budget)."""
-        size = self._chunk_size(runs)
-        return [min(size, runs - start) for start in range(0, runs, size)]
+        return self._unet_budget.chunks(runs)
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, low_res_masks: np.ndarray | None = None) -> Segmentation:
         """Segment a uint8 (H, W, 3) RGB image; ``low_res_masks`` (n, h, w) replace the k-means masks."""
         stages.check_image(image)
-        self._timings, self._counters = {}, dict.fromkeys(_COUNTERS, 0)
+        self._log = log = RunLog(self.model.device)
         config, model = self.config, self.model
-        started = time.perf_counter()
         height, width = image.shape[:2]
         generator = torch.Generator().manual_seed(config.seed)
-        with self._stage("encode"):
+        with log.stage("encode"):
             x = stages.to_model_input(image, self.working_shape(height, width), model)
             latents = stages.encode(model, x)
-            self._counters["vae_encodes"] += 1
+            log.count("vae_encodes")
         feature_noise = stages.seeded_noise(latents, generator)
         modulation_noise = stages.seeded_noise(latents, generator)
-        with self._stage("features"):
+        with log.stage("features"):
             features = stages.low_resolution_features(model, config.feature_layer, latents, self._text,
                                                       config.feature_timestep, feature_noise)
-            self._counters["unet_sample_passes"] += 1
+            log.count("unet_sample_passes")
         grid = self.feature_grid(image.shape)
-        with self._stage("kmeans"):
+        with log.stage("kmeans"):
             coarse = self._coarse_labels(features, grid, low_res_masks)
         masks = np.stack([coarse == i for i in range(coarse.max() + 1)])
-        latent_shape = tuple(latents.shape[-2:])
-        on_modulation_grid = stages.masks_on_grid(
-            masks, stages.layer_grid(model, config.modulation_layer, latent_shape), model.device)
-        # A mask that vanishes on the modulation grid changes nothing and must never win a pixel.
-        vanished = frozenset(np.flatnonzero(on_modulation_grid.flatten(1).sum(1).cpu().numpy() == 0).tolist())
+        on_modulation_grid, vanished = self.modulation_masks(masks, tuple(latents.shape[-2:]))
         noisy = stages.add_noise(model, latents, modulation_noise, config.modulation_timestep)
-        maps = self._response_maps(noisy, on_modulation_grid, vanished)
-        with self._stage("assign"):
+        maps = self.response_maps(noisy, on_modulation_grid, vanished)
+        with log.stage("assign"):
             labels, margin = assign_labels(maps, (height, width), exclude=vanished)
-            labels = self._drop_small_segments(labels, maps, vanished)
+            labels, margin = self._drop_small_segments(labels, margin, maps, vanished)
             segmentation = self._segmentation(labels, margin, masks, features.reshape(*grid, -1), coarse)
-        self._timings["total"] = time.perf_counter() - started
-        segmentation.timings, segmentation.counters = dict(self._timings), dict(self._counters)
+        segmentation.timings, segmentation.counters = log.finish()
         return segmentation
 
     def _coarse_labels(self, features: np.ndarray, grid: tuple[int, int], given: np.ndarray | None) -> np.ndarray:
@@ -130,33 +129,43 @@ class EmerDiffSegmentor:
         first_mask = np.argmax(given, axis=0)
         return stages.renumber(first_mask.ravel()).reshape(grid)
 
-    def _response_maps(self, noisy: torch.Tensor, masks: torch.Tensor, vanished: frozenset[int]) -> torch.Tensor:
+    def modulation_masks(self, masks: np.ndarray, latent_shape: tuple[int, int]) -> tuple[torch.Tensor, frozenset]:
+        """The coarse masks on the modulation layer's grid, and the ones that vanish there."""
+        grid = stages.layer_grid(self.model, self.config.modulation_layer, latent_shape)
+        on_grid = stages.masks_on_grid(masks, grid, self.model.device)
+        # A mask that vanishes on the modulation grid changes nothing and must never win a pixel.
+        vanished = frozenset(np.flatnonzero(on_grid.flatten(1).sum(1).cpu().numpy() == 0).tolist())
+        if len(vanished) == masks.shape[0]:
+            raise ValueError(f"every coarse mask vanishes on the {grid[0]}x{grid[1]} grid of the modulation layer "
+                             f"{self.config.modulation_layer}: nothing to modulate (the image is too small for it)")
+        return on_grid, vanished
+
+    def response_maps(self, noisy: torch.Tensor, masks: torch.Tensor, vanished: frozenset[int]) -> torch.Tensor:
         """Steps 6-9: blurred |I+ - I-| per mask at the working size, (n, H, W)."""
-        config = self.config
-        steps = stages.denoising_steps(self.model, config.modulation_timestep, config.num_inference_steps,
-                                       config.step_stride)
         maps = torch.zeros((masks.shape[0], *self._pixel_shape(noisy)), device=noisy.device)
-        self._fill_difference_maps(maps, noisy, steps, masks, vanished)
-        with self._stage("blur"):
-            return gaussian_blur(maps, config.blur_sigma * max(maps.shape[-2:]) / 512)
+        self._fill_difference_maps(maps, noisy, self.denoising_steps(), masks, vanished)
+        broken = np.flatnonzero((~torch.isfinite(maps)).flatten(1).any(1).cpu().numpy())
+        if len(broken):
+            raise FloatingPointError(
+                f"the response maps of {len(broken)} of {maps.shape[0]} masks hold NaN or inf ({self.model.dtype} "
+                "overflowed in the U-Net or VAE); segment in float32 (--dtype float32 / EMERDIFF_DTYPE=float32)")
+        with self._log.stage("blur"):
+            return gaussian_blur(maps, self.config.blur_sigma * max(maps.shape[-2:]) / 512)
 
     def _fill_difference_maps(self, maps: torch.Tensor, noisy: torch.Tensor, steps: list[tuple[int, int]],
                               masks: torch.Tensor, vanished: frozenset[int]) -> None:
         """The 2K modulated runs in memory-sized chunks, each chunk holding whole +/- pairs."""
         state = InjectionState(modulation_layer=self.config.modulation_layer)
+        runs = [(index, sign) for index in range(masks.shape[0]) if index not in vanished for sign in (1.0, -1.0)]
+
+        def run_chunk(chunk: list[tuple[int, float]]) -> None:
+            with self._log.attempt():
+                maps[[index for index, _ in chunk[::2]]] = self._chunk_maps(noisy, steps, state, masks, chunk)
+
         with stages.attention_processors(self.model, install_state(self._layers, state)):
-            with self._stage("reference_run"):
+            with self._log.stage("reference_run"):
                 self.denoise(noisy, steps, state, record=True)
-            runs = [(index, sign) for index in range(masks.shape[0]) if index not in vanished for sign in (1.0, -1.0)]
-            start = 0
-            while start < len(runs):
-                chunk = runs[start:start + self._chunk_size(len(runs))]
-                try:
-                    maps[[index for index, _ in chunk[::2]]] = self._chunk_maps(noisy, steps, state, masks, chunk)
-                except torch.cuda.OutOfMemoryError:
-                    self._shrink_batch()
-                    continue
-                start += len(chunk)
+            run_in_chunks(runs, self._unet_budget, run_chunk)
 
     def denoise(self, noisy: torch.Tensor, steps: list[tuple[int, int]], state: InjectionState, *,
                 record: bool = False, offsets: torch.Tensor | None = None) -> torch.Tensor:
@@ -170,7 +179,7 @@ class EmerDiffSegmentor:
             state.offset = offsets if step == 0 else None
             output = self.model.unet(x, torch.tensor(t, device=x.device), encoder_hidden_states=text).sample
             x = stages.ddim_step(self.model, output, t, t_prev, x)
-            self._counters["unet_sample_passes"] += batch
+            self._log.count("unet_sample_passes", batch)
         state.offset = None
         return x
 
@@ -179,13 +188,24 @@ class EmerDiffSegmentor:
         indices = torch.tensor([index for index, _ in chunk], device=masks.device)
         signs = torch.tensor([sign for _, sign in chunk], device=masks.device)
         offsets = (signs[:, None] * self.modulation_strength(state.output_rms) * masks[indices].flatten(1))[..., None]
-        with self._stage("modulated_runs"):
+        with self._log.stage("modulated_runs"):
             latents = self.denoise(noisy, steps, state, offsets=offsets)
-        with self._stage("decode"):
-            images = stages.decode(self.model, latents)
-            self._counters["vae_decodes"] += len(chunk)
-        with self._stage("difference_maps"):
-            return difference_maps(images[0::2], images[1::2])
+        return self._decode_differences(latents)
+
+    def _decode_differences(self, latents: torch.Tensor) -> torch.Tensor:
+        """|I+ - I-| of consecutive (+, -) latent pairs, decoded in sub-batches that fit in memory."""
+        pieces: list[torch.Tensor] = []
+
+        def decode_pairs(rows: range) -> None:
+            with self._log.attempt():
+                with self._log.stage("decode"):
+                    images = stages.decode(self.model, latents[rows.start:rows.stop])
+                    self._log.count("vae_decodes", len(rows))
+                with self._log.stage("difference_maps"):
+                    pieces.append(difference_maps(images[0::2], images[1::2]))
+
+        run_in_chunks(range(latents.shape[0]), self._decode_budget, decode_pairs)
+        return torch.cat(pieces)
 
     def modulation_strength(self, output_rms: float | None) -> float:
         """lambda as added to the layer output: absolute, or relative to the layer's activation RMS."""
@@ -197,28 +217,18 @@ class EmerDiffSegmentor:
         factor = self.model.vae_scale_factor
         return noisy.shape[-2] * factor, noisy.shape[-1] * factor
 
-    def _chunk_size(self, runs: int) -> int:
-        if self._batch_size is None:
-            self._batch_size = _MAX_GPU_BATCH if self.model.device.type == "cuda" else _CPU_BATCH
-        # Even, so that the +lambda and -lambda runs of a mask always share a chunk.
-        return max(2, min(runs, self._batch_size) // 2 * 2)
-
-    def _shrink_batch(self) -> None:
-        if self._batch_size <= 2:
-            raise torch.cuda.OutOfMemoryError("out of GPU memory even with 2 modulated runs per batch")
-        self._batch_size //= 2
-        torch.cuda.empty_cache()
-
-    def _drop_small_segments(self, labels: np.ndarray, maps: torch.Tensor, vanished: frozenset[int]) -> np.ndarray:
+    def _drop_small_segments(self, labels: np.ndarray, margin: np.ndarray, maps: torch.Tensor,
+                             vanished: frozenset[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Segments under min_segment_area hand their pixels to the runner-up; margins follow the new labels."""
         if self.config.min_segment_area <= 0:
-            return labels
+            return labels, margin
         areas = np.bincount(labels.ravel(), minlength=maps.shape[0])
         small = {int(i) for i in np.flatnonzero(areas < self.config.min_segment_area)}
         keep_one = {int(np.argmax(areas))}  # an image with only tiny segments keeps its largest
         exclude = frozenset((small - keep_one) | vanished)
         if exclude == vanished:
-            return labels
-        return assign_labels(maps, labels.shape, exclude=exclude)[0]
+            return labels, margin
+        return assign_labels(maps, labels.shape, exclude=exclude)
 
     def _segmentation(self, labels: np.ndarray, margin: np.ndarray, masks: np.ndarray, features: np.ndarray,
                       coarse: np.ndarray) -> Segmentation:
@@ -236,15 +246,19 @@ class EmerDiffSegmentor:
             for new_id, old_id in enumerate(present)
         ]
         return Segmentation(label_map=label_map, segments=segments, low_res_labels=lookup[coarse].astype(np.int32),
-                            features=features.astype(np.float32, copy=False))
+                            features=features.astype(np.float32, copy=False),
+                            coarse_labels=coarse.astype(np.int32))
 
-    @contextmanager
-    def _stage(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.model.device.type == "cuda":
-                torch.cuda.synchronize(self.model.device)
-            self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - started
 
+def _check_model_matches(model: DiffusionModel, config: EmerDiffConfig) -> None:
+    """A config that names a device or dtype must agree with the loaded model: the model is not moved."""
+    problems = []
+    if config.dtype != "auto" and resolve_dtype(config.dtype, model.device) != model.dtype:
+        problems.append(f"dtype {config.dtype} but the model is loaded in {str(model.dtype).removeprefix('torch.')}")
+    if config.device != "auto":
+        wanted = torch.device(config.device)
+        if wanted.type != model.device.type or (wanted.index is not None and wanted.index != (model.device.index or 0)):
+            problems.append(f"device {config.device} but the model is on {model.device}")
+    if problems:
+        raise ValueError("EmerDiffConfig asks for " + " and ".join(problems)
+                         + "; load the model with the same device and dtype (load_model(..., device=, dtype=))")

@@ -24,7 +24,7 @@ class ReferenceSegmentor(EmerDiffSegmentor):
         layer_outputs: list[torch.Tensor] = []
         modulated_layer = self.model.unet.get_submodule(self.config.modulation_layer)
         handle = modulated_layer.register_forward_hook(lambda _m, _i, output: layer_outputs.append(output))
-        with self._stage("reference_run"):
+        with self._log.stage("reference_run"):
             self._run(noisy, steps, recorded, replay=False)
         handle.remove()
         strength = self.modulation_strength(float(layer_outputs[0].float().square().mean().sqrt()))
@@ -34,11 +34,11 @@ class ReferenceSegmentor(EmerDiffSegmentor):
             images = []
             for sign in (1.0, -1.0):
                 offset = sign * strength * masks[index].flatten()[None, :, None]
-                with self._stage("modulated_runs"):
+                with self._log.stage("modulated_runs"):
                     latent = self._run(noisy, steps, recorded, replay=self.config.attention_injection, offset=offset)
-                with self._stage("decode"):
+                with self._log.stage("decode"):
                     images.append(stages.decode(self.model, latent))
-                    self._counters["vae_decodes"] += 1
+                    self._log.count("vae_decodes")
             maps[index] = difference_maps(images[0], images[1])[0]
 
     def _run(self, noisy: torch.Tensor, steps: list[tuple[int, int]], recorded: dict, *, replay: bool,
@@ -74,5 +74,5 @@ class ReferenceSegmentor(EmerDiffSegmentor):
                 current["step"] = step
                 output = self.model.unet(x, torch.tensor(t, device=x.device), encoder_hidden_states=self._text).sample
                 x = stages.ddim_step(self.model, output, t, t_prev, x)
-                self._counters["unet_sample_passes"] += 1
+                self._log.count("unet_sample_passes")
         return x

@@ -25,6 +25,7 @@ class Segmentation:
     segments: list[Segment]
     low_res_labels: np.ndarray  # int32 (h, w): the coarse labels on the feature grid, -1 where dropped
     features: np.ndarray  # float32 (h, w, C): the low-resolution U-Net features k-means clustered
+    coarse_labels: np.ndarray  # int32 (h, w): every coarse mask (k-means cluster or given mask), ids 0..K-1
     timings: dict[str, float] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -36,7 +37,17 @@ class Segmentation:
             yield segment.id, self.mask(segment.id)
 
     def baseline_label_map(self) -> np.ndarray:
-        """The paper's baseline: the same coarse masks upsampled bilinearly to the original size."""
-        coarse = np.stack([s.low_res_mask for s in self.segments]).astype(np.float32)
+        """The paper's baseline: all K coarse masks upsampled bilinearly to the original size.
+
+        Values are coarse ids (those of ``coarse_labels``), not segment ids: every coarse mask competes,
+        including those EmerDiff dropped, so the baseline inherits none of EmerDiff's choices.
+        """
+        count = int(self.coarse_labels.max()) + 1
+        coarse = np.stack([self.coarse_labels == i for i in range(count)]).astype(np.float32)
         labels, _ = assign_labels(coarse, self.label_map.shape)
         return labels.astype(np.int32)
+
+    def coarse_embeddings(self) -> np.ndarray:
+        """(K, C) float32: the mean feature of each coarse mask, indexed by coarse id."""
+        count = int(self.coarse_labels.max()) + 1
+        return np.stack([self.features[self.coarse_labels == i].mean(axis=0) for i in range(count)])

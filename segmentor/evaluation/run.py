@@ -84,12 +84,16 @@ def evaluate(segmentor: EmerDiffSegmentor, samples: Iterable[Sample], ignore: in
         oracle = segmentor.segment(sample.image, low_res_masks=masks)
         seconds.append(result.timings.get("total", 0.0) + oracle.timings.get("total", 0.0))
         to_gt = _oracle_ids(oracle, masks, gt_ids)
+        coarse_to_gt = _oracle_coarse_ids(oracle, masks, gt_ids)
         found, lifted = _embeddings(result, np.arange(len(result.segments))), _embeddings(oracle, to_gt)
+        # The baselines upsample every coarse mask (coarse ids), not only the ones EmerDiff kept.
+        coarse = dict(enumerate(result.coarse_embeddings()))
+        oracle_coarse = dict(zip(coarse_to_gt.tolist(), oracle.coarse_embeddings(), strict=True))
         predictions = {
             "emerdiff": (result.label_map, found),
-            "baseline": (result.baseline_label_map(), found),
+            "baseline": (result.baseline_label_map(), coarse),
             "oracle_emerdiff": (to_gt[oracle.label_map], lifted),
-            "oracle_baseline": (to_gt[oracle.baseline_label_map()], lifted),
+            "oracle_baseline": (coarse_to_gt[oracle.baseline_label_map()], oracle_coarse),
         }
         image_scores: dict[str, ImageScores] = {}
         for method, (label_map, embeddings) in predictions.items():
@@ -127,6 +131,18 @@ def _oracle_ids(oracle: Segmentation, masks: np.ndarray, gt_ids: np.ndarray) -> 
         if len(matches) != 1:
             raise EvaluationError(f"oracle segment {segment.id} does not correspond to one given mask")
         lookup[segment.id] = gt_ids[matches[0]]
+    return lookup
+
+
+def _oracle_coarse_ids(oracle: Segmentation, masks: np.ndarray, gt_ids: np.ndarray) -> np.ndarray:
+    """Lookup from the oracle's coarse ids to the ground-truth ids of the given masks they are."""
+    count = int(oracle.coarse_labels.max()) + 1
+    lookup = np.empty(count, np.int64)
+    for coarse_id in range(count):
+        matches = [k for k, mask in enumerate(masks) if np.array_equal(mask, oracle.coarse_labels == coarse_id)]
+        if len(matches) != 1:
+            raise EvaluationError(f"oracle coarse mask {coarse_id} does not correspond to one given mask")
+        lookup[coarse_id] = gt_ids[matches[0]]
     return lookup
 
 

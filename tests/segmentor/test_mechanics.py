@@ -110,7 +110,7 @@ def test_lambda_zero_gives_zero_difference_maps(tiny_model):
     noisy = _noisy_latent(segmentor, scene_image(2))
     masks = torch.ones(2, 8, 8)
     with torch.inference_mode():
-        maps = segmentor._response_maps(noisy, masks, frozenset())
+        maps = segmentor.response_maps(noisy, masks, frozenset())
     assert maps.abs().max() < 1e-5
 
 
