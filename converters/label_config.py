@@ -19,6 +19,7 @@ class ControlTag:
     objects); ``attrs`` holds every XML attribute of the tag, so per-project knobs written as custom
     attributes (``<BrushLabels name="b" toName="image" emerdiff_k="20">``) can be read from it.
     ``data_key`` is the task data field the labelled object shows (``image`` for ``value="$image"``).
+    ``label_attrs`` holds each label's XML attributes (``<Label value="car" category="3"/>``).
     """
 
     name: str
@@ -27,6 +28,8 @@ class ControlTag:
     labels: list[str]
     attrs: dict[str, str]
     data_key: str | None = field(default=None)
+    label_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    object_tag: str | None = field(default=None)  # tag of the object it labels: "Image", "Text"...
 
     @property
     def to_names(self) -> tuple[str, ...]:
@@ -59,6 +62,11 @@ def parse_label_config(label_config: str) -> list[ControlTag]:
                 labels=list(control.labels or []),
                 attrs=attrs,
                 data_key=value[1:] if value.startswith("$") else None,
+                object_tag=getattr(first_object, "tag", None),
+                label_attrs={
+                    label: {key: str(v) for key, v in tag.attr.items()}
+                    for label, tag in (getattr(control, "labels_attrs", None) or {}).items()
+                },
             )
         )
     return controls

@@ -1,18 +1,25 @@
 """The Flask app speaking Label Studio's ML backend 2.x contract (see docs/labelstudio.md).
 
-Routes: GET /health and / (open), POST /setup, POST /predict, POST /webhook, GET /metrics. Every error
-is JSON; a malformed request gets 400, and /predict answers one entry per task even when tasks fail.
+Routes: GET /health and / (open), POST /setup, POST /predict, POST /webhook, GET /metrics (Prometheus).
+Every error is JSON; a malformed request gets 400, a body over MAX_REQUEST_BYTES 413, a /predict beyond
+the prediction queue 503 with Retry-After (``ml_backend.admission``), and /predict answers one entry per
+task even when tasks fail.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
+from ml_backend.admission import PredictionQueue, QueueFullError
+from ml_backend.cache import SegmentationCache
 from ml_backend.errors import ProjectConfigError
+from ml_backend.label_learning import LearningError
 from ml_backend.model import TRAINING_EVENTS, EmerDiffModel, Runtime
 from ml_backend.settings import Settings
 from segmentor import DiffusionModel, load_model
@@ -30,6 +37,8 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
     """The app; loads the model from ``settings.model`` unless an already loaded ``model`` is given."""
     settings = settings or Settings.from_env()
     _configure_logging(settings.log_level)
+    # Every check that needs no model runs before the model loads (minutes for Stable Diffusion).
+    SegmentationCache.check_writable(settings.cache_dir)
     if model is None:
         logger.info("loading model %s (device %s, dtype %s)", settings.model, settings.device, settings.dtype)
         model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
@@ -38,9 +47,23 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
         "ready: model %s (identity %s), version %s", model.reference, model.identity, runtime.default_version
     )
 
+    queue = PredictionQueue(settings.predict_queue_size, runtime.metrics)
+
     app = Flask(__name__)
     app.extensions["emerdiff"] = runtime
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+
+    @app.before_request
+    def start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe_latency(response: Response) -> Response:
+        if "started" in g:
+            route = request.endpoint or "unknown"
+            runtime.metrics.request_seconds.labels(route).observe(time.perf_counter() - g.started)
+        return response
 
     @app.before_request
     def require_basic_auth() -> Response | tuple[Response, int, dict] | None:
@@ -66,6 +89,8 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
         try:
             return jsonify(model_version=model.setup()), 200
         except ProjectConfigError as error:
+            # Label Studio shows only "400 Client Error": the reason has to be in our log.
+            logger.warning("/setup refused the label config of project %r: %s", body.get("project"), error)
             return jsonify(error=f"label config: {error}"), 400
 
     @app.post("/predict")
@@ -75,6 +100,11 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequestError("'tasks' must be a list of tasks")
+        if len(tasks) > settings.max_tasks_per_request:
+            raise BadRequestError(
+                f"{len(tasks)} tasks in one request exceed MAX_TASKS_PER_REQUEST={settings.max_tasks_per_request}"
+                " (send smaller batches, or raise the limit)"
+            )
         label_config = body.get("label_config")
         if not isinstance(label_config, str) or not label_config.strip():
             raise BadRequestError("'label_config' must be the project's label config XML")
@@ -82,7 +112,7 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
         if not isinstance(params, dict):
             raise BadRequestError("'params' must be an object")
         model = EmerDiffModel(runtime, label_config=label_config, project_id=body.get("project"))
-        with runtime.metrics.timed("predict"):
+        with queue.admit(), runtime.metrics.timed("predict"):
             results = model.predict(tasks, context=params.get("context"))
         return jsonify(results=results)
 
@@ -95,12 +125,21 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
             raise BadRequestError("'action' must be the webhook event name")
         if action not in TRAINING_EVENTS:
             return jsonify(status="ignored", action=action), 200
-        result = EmerDiffModel(runtime).fit(action, body)
+        try:
+            result = EmerDiffModel(runtime).fit(action, body)
+        except LearningError as error:  # nothing was learnt; the reason is logged and answered
+            logger.warning("webhook %s: %s: %s", action, error.reason, error)
+            runtime.metrics.increment("webhook_failures", error.reason)
+            return jsonify(status="error", action=action, reason=error.reason, error=str(error)), error.status
         return jsonify(status="ok", action=action, result=result), 201
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return jsonify(model_version=runtime.default_version, **runtime.metrics.snapshot())
+        return Response(runtime.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(QueueFullError)
+    def queue_full(error: QueueFullError) -> tuple[Response, int, dict]:
+        return jsonify(error=str(error)), 503, {"Retry-After": str(error.retry_after)}
 
     @app.errorhandler(BadRequestError)
     def bad_request(error: BadRequestError) -> tuple[Response, int]:
@@ -119,7 +158,10 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequestError("the request body is JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object (Content-Type: application/json)")
     return body

@@ -1,31 +1,41 @@
 """Segmentations on disk, keyed by the image's content and the segmentation's fingerprint.
 
-Layout: ``CACHE_DIR/<fingerprint>/<sha256[:2]>/<sha256>.npz`` (the label map, compressed) beside
-``<sha256>.json`` (segment scores). Each file is written to a temporary name and moved into place with
-``os.replace``, so readers never see half a file and a crash leaves no corrupt entry; an entry that
-cannot be read anyway (disk trouble, manual edits) counts as a miss and is rewritten. Nothing is
-evicted: delete the folder (or one fingerprint's sub-folder) to reclaim space.
+Layout: ``CACHE_DIR/<fingerprint>/<sha256[:2]>/<sha256>.npz`` (the arrays, compressed) beside
+``<sha256>.json`` (segment scores and the SHA-256 and size of the ``.npz``). The ``.npz`` is written
+first and the ``.json`` last, each to a temporary name moved into place with ``os.replace``: an entry
+exists once its ``.json`` does, and readers never see half a file.
+
+The cache heals: an entry whose ``.npz`` does not match its checksum (truncated, bit-flipped, replaced),
+whose ``.json`` is unreadable, or whose arrays are not what a segmentation holds is evicted and counts
+as a miss, so the image is segmented again and the entry rewritten. Temporary files that a killed
+writer left behind are removed at start-up. The folder is bounded by CACHE_MAX_BYTES: after each write
+the least recently used entries (a hit refreshes an entry's time) go until it fits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
+from ml_backend.metrics import Metrics
 from ml_backend.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
+# Temporary files older than this are left-overs of a killed writer (a live write takes milliseconds).
+_STALE_TEMPORARY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class CachedSegmentation:
     scores: dict[int, float]  # segment id -> confidence in [0, 1]
     features: np.ndarray | None = None  # float32 (h, w, C) feature grid
     low_res_labels: np.ndarray | None = None  # int32 (h, w) segment id per grid cell, -1 where none
+    merges: np.ndarray | None = None  # int32 (n - 1, 2): the merge tree over the segments (segmentor.merge_tree)
 
     def embeddings(self) -> dict[int, np.ndarray]:
         """Segment id -> mean feature of its coarse mask (``Segment.embedding``), from the cached grid."""
@@ -60,57 +71,105 @@ class CachedSegmentation:
 class SegmentationCache:
     """The disk store; ``root=None`` turns it off (every lookup misses, nothing is written)."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, *, max_bytes: int | None = None, metrics: Metrics | None = None) -> None:
         self.root = root
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+        self.check_writable(root)
         if root is not None:
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-                tempfile.TemporaryFile(dir=root).close()
-            except OSError as error:
-                raise SettingsError(
-                    f"CACHE_DIR={str(root)!r}: not a writable folder ({error.strerror}); "
-                    "point it at one, or set CACHE_DIR=off"
-                ) from error
+            self._remove_stale_temporaries()
+
+    @staticmethod
+    def check_writable(root: Path | None) -> None:
+        """:class:`SettingsError` unless ``root`` is (or can be made) a writable folder; None passes."""
+        if root is None:
+            return
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=root).close()
+        except OSError as error:
+            raise SettingsError(
+                f"CACHE_DIR={str(root)!r}: not a writable folder ({error.strerror}); "
+                "point it at one, or set CACHE_DIR=off"
+            ) from error
 
     def get(self, image_sha256: str, fingerprint: str) -> CachedSegmentation | None:
         if self.root is None:
             return None
         label_path, scores_path = self._paths(image_sha256, fingerprint)
-        if not label_path.exists():
+        if not scores_path.exists():
             return None
         try:
-            with np.load(label_path, allow_pickle=False) as stored:
-                label_map = stored["label_map"]
-                features = stored["features"].astype(np.float32) if "features" in stored else None
-                low_res_labels = stored["low_res_labels"].astype(np.int32) if "low_res_labels" in stored else None
-            raw_scores = json.loads(scores_path.read_text())["scores"]
-            scores = {int(key): float(value) for key, value in raw_scores.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            logger.warning("cache entry %s is unreadable (%s); segmenting again", label_path, error)
+            entry = _load(label_path, scores_path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as error:
+            logger.warning("cache entry %s is corrupt (%s): evicted, segmenting again", label_path, error)
+            self._evict(label_path, scores_path, "corrupt")
             return None
-        if label_map.ndim != 2 or label_map.dtype.kind not in "iu":
-            logger.warning("cache entry %s holds no label map; segmenting again", label_path)
-            return None
-        return CachedSegmentation(
-            label_map=label_map.astype(np.int32, copy=False),
-            scores=scores,
-            features=features,
-            low_res_labels=low_res_labels,
-        )
+        # A hit makes the entry the most recently used (its .json's time is the entry's).
+        with contextlib.suppress(OSError):
+            os.utime(scores_path)
+        return entry
 
     def put(self, image_sha256: str, fingerprint: str, segmentation: CachedSegmentation) -> None:
         """Store ``segmentation``; a disk failure is logged, never raised (the prediction still stands)."""
         if self.root is None:
             return
         label_path, scores_path = self._paths(image_sha256, fingerprint)
-        scores = {"scores": {str(key): value for key, value in segmentation.scores.items()}}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **_arrays(segmentation))
+        arrays = buffer.getvalue()
+        record = {
+            "scores": {str(key): value for key, value in segmentation.scores.items()},
+            "npz_sha256": hashlib.sha256(arrays).hexdigest(),
+            "npz_bytes": len(arrays),
+        }
         try:
             label_path.parent.mkdir(parents=True, exist_ok=True)
-            # Scores first: an entry counts as present once its label map is in place.
-            _write_atomic(scores_path, lambda handle: handle.write(json.dumps(scores).encode()))
-            _write_atomic(label_path, lambda handle: np.savez_compressed(handle, **_arrays(segmentation)))
+            # Arrays first: the entry exists once its .json is in place.
+            _write_atomic(label_path, arrays)
+            _write_atomic(scores_path, json.dumps(record).encode())
         except OSError as error:
-            logger.warning("cannot write cache entry %s (%s)", label_path, error)
+            logger.warning("cannot write cache entry %s (%s); the prediction is unaffected", label_path, error)
+            with contextlib.suppress(OSError):
+                label_path.unlink(missing_ok=True)
+            return
+        if self.max_bytes is not None:
+            self._enforce_bound()
+
+    def _enforce_bound(self) -> None:
+        """Evict least recently used entries until the folder holds at most ``max_bytes``."""
+        entries = []
+        for label_path in self.root.glob("*/*/*.npz"):
+            scores_path = label_path.with_suffix(".json")
+            try:
+                size = label_path.stat().st_size
+                used = scores_path.stat().st_mtime if scores_path.exists() else 0.0
+                size += scores_path.stat().st_size if scores_path.exists() else 0
+            except OSError:
+                continue  # evicted meanwhile
+            entries.append((used, size, label_path, scores_path))
+        total = sum(size for _, size, _, _ in entries)
+        for _, size, label_path, scores_path in sorted(entries, key=lambda entry: entry[0]):
+            if total <= self.max_bytes:
+                break
+            self._evict(label_path, scores_path, "evictions")
+            total -= size
+
+    def _evict(self, label_path: Path, scores_path: Path, event: str) -> None:
+        # The .json goes first: without it the entry no longer exists, whatever happens next.
+        with contextlib.suppress(OSError):
+            scores_path.unlink(missing_ok=True)
+            label_path.unlink(missing_ok=True)
+        if self.metrics is not None:
+            self.metrics.increment("cache", event)
+
+    def _remove_stale_temporaries(self) -> None:
+        cutoff = time.time() - _STALE_TEMPORARY_S
+        for temporary in self.root.glob("*/*/.*.tmp"):
+            with contextlib.suppress(OSError):
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+                    logger.info("removed %s, left behind by an interrupted write", temporary)
 
     def _paths(self, image_sha256: str, fingerprint: str) -> tuple[Path, Path]:
         # Both parts come from our own hashes; checking keeps a bug from ever writing outside root.
@@ -120,20 +179,45 @@ class SegmentationCache:
         return folder / f"{image_sha256}.npz", folder / f"{image_sha256}.json"
 
 
+def _load(label_path: Path, scores_path: Path) -> CachedSegmentation:
+    """The entry, verified; ValueError (or OSError...) when any part of it is not what was written."""
+    record = json.loads(scores_path.read_text())
+    arrays = label_path.read_bytes()
+    if len(arrays) != record["npz_bytes"] or hashlib.sha256(arrays).hexdigest() != record["npz_sha256"]:
+        raise ValueError("the arrays do not match their checksum")
+    scores = {int(key): float(value) for key, value in record["scores"].items()}
+    with np.load(io.BytesIO(arrays), allow_pickle=False) as stored:
+        label_map = stored["label_map"]
+        features = stored["features"].astype(np.float32) if "features" in stored else None
+        low_res_labels = stored["low_res_labels"].astype(np.int32) if "low_res_labels" in stored else None
+        merges = stored["merges"].astype(np.int32) if "merges" in stored else None
+    if label_map.ndim != 2 or label_map.dtype.kind not in "iu":
+        raise ValueError("it holds no label map")
+    return CachedSegmentation(
+        label_map=label_map.astype(np.int32, copy=False),
+        scores=scores,
+        features=features,
+        low_res_labels=low_res_labels,
+        merges=merges,
+    )
+
+
 def _arrays(segmentation: CachedSegmentation) -> dict[str, np.ndarray]:
     arrays = {"label_map": segmentation.label_map}
     if segmentation.features is not None and segmentation.low_res_labels is not None:
         # float16 halves the entry; label learning compares normalised features, where it costs nothing.
         arrays["features"] = segmentation.features.astype(np.float16)
         arrays["low_res_labels"] = segmentation.low_res_labels
+    if segmentation.merges is not None:
+        arrays["merges"] = segmentation.merges
     return arrays
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
+            handle.write(data)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

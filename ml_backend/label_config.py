@@ -10,25 +10,47 @@ attribute                  meaning                                     default
 ``emerdiff-label``         label every new segment receives            EMERDIFF_DEFAULT_LABEL if
                            (must be one of the control's labels)       the control has it, else
                                                                        the control's first label
-``emerdiff-segments``      number of segments (k-means clusters)       EMERDIFF_NUM_SEGMENTS
+``emerdiff-segments``      number of segments: the level of the        EMERDIFF_NUM_SEGMENTS
+                           merge tree over one segmentation at the
+                           project's finest K (below)
 ``emerdiff-min-area``      smallest segment / polygon piece, pixels    EMERDIFF_MIN_AREA
 ``emerdiff-tolerance``     polygon simplification, pixels              EMERDIFF_POLYGON_TOLERANCE
 ``emerdiff-max-vertices``  most vertices per polygon                   EMERDIFF_MAX_VERTICES
 ``emerdiff-preset``        ``paper`` (full method) or ``fast`` (under   EMERDIFF_PRESET
                            a quarter of its FLOPs)
+``emerdiff-learn``         label segments from the project's           true
+                           annotations (label learning)
+``emerdiff-threshold``     least label confidence, 0-1; below it a      0.5
+                           segment keeps ``emerdiff-label``
+``emerdiff-merge``         merge adjacent segments given the same       false
+                           learnt label into one region
 =========================  ==========================================  ==========================
+
+The image is segmented once, at the project's finest K: the largest of EMERDIFF_NUM_SEGMENTS and every
+control's ``emerdiff-segments``. Each control's regions are that segmentation merged down to its own
+``emerdiff-segments`` along the merge tree (``segmentor.merge_tree``), so a coarser setting needs no new run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from converters.label_config import ControlTag, LabelConfigError, parse_label_config
 from ml_backend.errors import ProjectConfigError
-from ml_backend.settings import MAX_NUM_SEGMENTS, Settings, parse_integer, parse_number
+from ml_backend.settings import (
+    MAX_MIN_AREA,
+    MAX_NUM_SEGMENTS,
+    MAX_TOLERANCE,
+    MAX_VERTICES,
+    Settings,
+    parse_integer,
+    parse_number,
+)
 from segmentor.config import DEFAULT_PRESET, PRESETS
+from segmentor.labelling import DEFAULT_THRESHOLD
 
 T = TypeVar("T")
 
@@ -39,6 +61,9 @@ MIN_AREA_ATTRIBUTE = "emerdiff-min-area"
 TOLERANCE_ATTRIBUTE = "emerdiff-tolerance"
 MAX_VERTICES_ATTRIBUTE = "emerdiff-max-vertices"
 PRESET_ATTRIBUTE = "emerdiff-preset"
+LEARN_ATTRIBUTE = "emerdiff-learn"
+THRESHOLD_ATTRIBUTE = "emerdiff-threshold"
+MERGE_ATTRIBUTE = "emerdiff-merge"
 KNOWN_ATTRIBUTES = (
     LABEL_ATTRIBUTE,
     SEGMENTS_ATTRIBUTE,
@@ -46,6 +71,9 @@ KNOWN_ATTRIBUTES = (
     TOLERANCE_ATTRIBUTE,
     MAX_VERTICES_ATTRIBUTE,
     PRESET_ATTRIBUTE,
+    LEARN_ATTRIBUTE,
+    THRESHOLD_ATTRIBUTE,
+    MERGE_ATTRIBUTE,
 )
 # Control tag -> the ``kind`` of converters.labelstudio.regions_from_label_map.
 REGION_KINDS = {"PolygonLabels": "polygon", "BrushLabels": "brush"}
@@ -72,6 +100,14 @@ class RegionTarget:
     segmentation: SegmentationParams
     tolerance: float
     max_vertices: int
+    # Label learning (ml_backend.label_learning): the control's labels, and its emerdiff-learn/-threshold/-merge.
+    labels: tuple[str, ...] = ()
+    learn: bool = True
+    threshold: float = DEFAULT_THRESHOLD
+    merge: bool = False
+    # emerdiff-segments: the merge-tree level its regions come from (segmentor.merge_tree); the
+    # segmentation itself runs at the project's finest K (``segmentation.num_segments``). None: that K.
+    segments: int | None = None
 
     def identity(self) -> dict:
         """Every field that changes this control's output, for the model version."""
@@ -81,6 +117,7 @@ class RegionTarget:
             "kind": self.kind,
             "label": self.label,
             "min_area": self.segmentation.min_area,
+            "segments": self.segments,
         }
         if self.kind == "polygon":
             fields |= {"tolerance": self.tolerance, "max_vertices": self.max_vertices}
@@ -108,6 +145,22 @@ class ProjectConfig:
                 f"the label config has no <PolygonLabels> or <BrushLabels> control on an image "
                 f"(controls found: {found}); EmerDiff can only pre-annotate those"
             )
+        # One segmentation at the finest K any control (or EMERDIFF_NUM_SEGMENTS) asks for; each control
+        # cuts the merge tree at its own K, so changing emerdiff-segments below that costs no new run.
+        finest = max(settings.num_segments, *(target.segments for target in targets))
+        targets = tuple(
+            dataclasses.replace(
+                target, segmentation=dataclasses.replace(target.segmentation, num_segments=finest)
+            )
+            for target in targets
+        )
+        distinct = {target.segmentation for target in targets}
+        if len(distinct) > settings.max_segmentations_per_task:
+            raise ProjectConfigError(
+                f"the controls ask for {len(distinct)} different segmentations of every image (different "
+                f"emerdiff-min-area or emerdiff-preset); MAX_SEGMENTATIONS_PER_TASK="
+                f"{settings.max_segmentations_per_task}: give the controls the same values, or raise the limit"
+            )
         return cls(label_config=label_config, targets=targets)
 
 
@@ -120,11 +173,17 @@ def _target(control: ControlTag, settings: Settings) -> RegionTarget:
         raise ProjectConfigError(
             f"{where}: unknown attribute(s) {', '.join(unknown)}; known: {', '.join(KNOWN_ATTRIBUTES)}"
         )
+    if control.object_tag != "Image":
+        raise ProjectConfigError(
+            f"{where}: toName={control.to_name!r} is a <{control.object_tag}>, "
+            "but EmerDiff pre-annotates <Image> objects only"
+        )
     if control.data_key is None:
         raise ProjectConfigError(
             f"{where}: its object {control.to_name!r} takes no $field from the task data"
         )
     reader = _AttributeReader(control, where)
+    segments = reader.integer(SEGMENTS_ATTRIBUTE, settings.num_segments, 1, MAX_NUM_SEGMENTS)
     return RegionTarget(
         from_name=control.name,
         to_name=control.to_names[0],
@@ -132,12 +191,17 @@ def _target(control: ControlTag, settings: Settings) -> RegionTarget:
         kind=REGION_KINDS[control.tag],
         label=_label(control, settings, where),
         segmentation=SegmentationParams(
-            num_segments=reader.integer(SEGMENTS_ATTRIBUTE, settings.num_segments, 1, MAX_NUM_SEGMENTS),
-            min_area=reader.integer(MIN_AREA_ATTRIBUTE, settings.min_area, 0, None),
+            num_segments=segments,
+            min_area=reader.integer(MIN_AREA_ATTRIBUTE, settings.min_area, 0, MAX_MIN_AREA),
             preset=reader.choice(PRESET_ATTRIBUTE, settings.preset, tuple(PRESETS)),
         ),
-        tolerance=reader.number(TOLERANCE_ATTRIBUTE, settings.polygon_tolerance, 0.0),
-        max_vertices=reader.integer(MAX_VERTICES_ATTRIBUTE, settings.max_vertices, 3, None),
+        tolerance=reader.number(TOLERANCE_ATTRIBUTE, settings.polygon_tolerance, 0.0, MAX_TOLERANCE),
+        max_vertices=reader.integer(MAX_VERTICES_ATTRIBUTE, settings.max_vertices, 3, MAX_VERTICES),
+        labels=tuple(control.labels),
+        learn=reader.boolean(LEARN_ATTRIBUTE, True),
+        threshold=reader.bounded_number(THRESHOLD_ATTRIBUTE, DEFAULT_THRESHOLD, 0.0, 1.0),
+        merge=reader.boolean(MERGE_ATTRIBUTE, False),
+        segments=segments,
     )
 
 
@@ -165,14 +229,31 @@ class _AttributeReader:
     def integer(self, name: str, default: int, low: int, high: int | None) -> int:
         return self._parsed(name, default, lambda text: parse_integer(text, low, high))
 
-    def number(self, name: str, default: float, low: float) -> float:
-        return self._parsed(name, default, lambda text: parse_number(text, low))
+    def number(self, name: str, default: float, low: float, high: float | None = None) -> float:
+        return self._parsed(name, default, lambda text: parse_number(text, low, high))
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         def parse(text: str) -> str:
             if text not in choices:
                 raise ValueError(f"must be one of {', '.join(choices)}")
             return text
+
+        return self._parsed(name, default, parse)
+
+    def bounded_number(self, name: str, default: float, low: float, high: float) -> float:
+        def parse(text: str) -> float:
+            value = parse_number(text, low)
+            if value > high:
+                raise ValueError(f"must be a number between {low} and {high}")
+            return value
+
+        return self._parsed(name, default, parse)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(text: str) -> bool:
+            if text.strip().lower() not in ("true", "false"):
+                raise ValueError("must be true or false")
+            return text.strip().lower() == "true"
 
         return self._parsed(name, default, parse)
 

@@ -20,20 +20,28 @@ import numpy as np
 from converters.labelstudio import InvalidRegionError, regions_from_label_map, validate_regions
 from ml_backend.cache import CachedSegmentation, SegmentationCache
 from ml_backend.errors import OutputValidationError, TaskDataError, TaskError
+from ml_backend.granularity import at_level
 from ml_backend.images import ImageResolver
+from ml_backend.interactive import ContextError, Prompt, parse_context, smart_regions, target_for
 from ml_backend.label_config import ProjectConfig, RegionTarget, SegmentationParams
+from ml_backend.label_learning import EVENTS as LEARNING_EVENTS
+from ml_backend.label_learning import LabelLearning, SegmentLabels, project_number
+from ml_backend.label_memory import FILE_NAME as LABEL_MEMORY_FILE
+from ml_backend.label_memory import LabelMemory
+from ml_backend.label_sync import prepare_rebuild, segment_function
 from ml_backend.metrics import Metrics
 from ml_backend.segmentation import SegmentationService
 from ml_backend.settings import Settings
 from segmentor import DiffusionModel
+from segmentor.labelling import LabelClassifier
 
 logger = logging.getLogger(__name__)
 
 VERSION_PREFIX = "emerdiff"
-ERROR_VERSION_SUFFIX = "-error"
 # Bump when the way regions are made changes without any setting changing, so Label Studio re-predicts.
 OUTPUT_REVISION = 1
-TRAINING_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "START_TRAINING")
+# Webhook events answered 201 and handed to fit(): what label learning listens to (ml_backend.label_learning).
+TRAINING_EVENTS = LEARNING_EVENTS
 
 
 @dataclass
@@ -44,13 +52,17 @@ class Runtime:
     segmentation: SegmentationService
     images: ImageResolver
     metrics: Metrics
+    learning: LabelLearning | None = None
 
     @classmethod
     def create(cls, settings: Settings, model: DiffusionModel) -> Runtime:
         metrics = Metrics()
-        service = SegmentationService(model, settings, SegmentationCache(settings.cache_dir), metrics)
+        cache = SegmentationCache(settings.cache_dir, max_bytes=settings.cache_max_bytes, metrics=metrics)
+        service = SegmentationService(model, settings, cache, metrics)
+        memory = LabelMemory(settings.data_dir / LABEL_MEMORY_FILE) if settings.data_dir is not None else None
         runtime = cls(
-            settings=settings, segmentation=service, images=ImageResolver(settings), metrics=metrics
+            settings=settings, segmentation=service, images=ImageResolver(settings), metrics=metrics,
+            learning=LabelLearning(memory, feature_space=model.identity),
         )
         service.segmentor(service.default_params())  # the common case never builds one during a request
         return runtime
@@ -88,38 +100,70 @@ class EmerDiffModel:
 
     @cached_property
     def model_version(self) -> str:
-        """Readable prefix + hash of the weights, segmentation settings and region options of each control."""
+        """Readable prefix + hash of the weights, segmentation settings and region options of each control.
+
+        Once the project's label memory holds examples, its revision joins the hash: every learnt or
+        forgotten annotation makes a new version, so Label Studio predicts tasks again (the segmentation
+        comes from the cache; labelling costs milliseconds). Without examples the version is as before.
+        """
         segmentation = self.runtime.segmentation
-        return version_string(
-            {
-                "segmentations": {
-                    target.from_name: segmentation.fingerprint(target.segmentation)
-                    for target in self.project.targets
-                },
-                "regions": [target.identity() for target in self.project.targets],
+        identity = {
+            "segmentations": {
+                target.from_name: segmentation.fingerprint(target.segmentation) for target in self.project.targets
+            },
+            "regions": [target.identity() for target in self.project.targets],
+        }
+        if self._labelling is not None:
+            identity["labels"] = {
+                "memory": self._labelling[0],
+                "controls": {t.from_name: [t.learn, t.threshold, t.merge] for t in self.project.targets},
             }
-        )
+        return version_string(identity)
+
+    @cached_property
+    def _labelling(self) -> tuple[str, LabelClassifier] | None:
+        """The project's label memory revision and classifier, read once per request; None: nothing learnt."""
+        if self.runtime.learning is None or not any(target.learn for target in self.project.targets):
+            return None
+        return self.runtime.learning.classifier(project_number(self.project_id))
 
     def predict(self, tasks: Sequence[object], context: dict | None = None) -> list[dict]:
         """One prediction per task, in order, always; a task that fails gets an error entry.
 
-        ``context`` (interactive smart tools: keypoints, rectangles) is not used: the answer is the
-        automatic segmentation of the whole image, from which the annotator picks regions.
+        Without ``context`` the answer is the automatic segmentation of the whole image. With a smart
+        tool's ``context.result`` (keypoints, rectangles) it is the region those prompts select from the
+        same, cached segmentation (``ml_backend.interactive``).
         """
         try:
             version = self.model_version
         except TaskError as error:  # the project itself cannot be served: every task says why
             return [self._failure(task, error, self.runtime.default_version) for task in tasks]
-        return [self._predict_task(task, version) for task in tasks]
+        try:
+            prompts = parse_context(context)
+        except ContextError as error:
+            return [self._failure(task, error, version) for task in tasks]
+        return [self._predict_task(task, version, prompts) for task in tasks]
 
     def fit(self, event: str, data: dict) -> dict:
-        """Nothing to learn: EmerDiff is training-free, annotations never change its output."""
-        logger.debug("webhook %s received; EmerDiff is training-free, nothing to fit", event)
-        return {"trained": False, "reason": "EmerDiff is training-free; annotations do not change it"}
+        """Label learning: annotations teach the project's label memory (EmerDiff itself is training-free).
 
-    def _predict_task(self, task: object, version: str) -> dict:
+        Raises :class:`~ml_backend.label_learning.LearningError` (with the HTTP status to answer) for a
+        webhook that cannot be learnt from; the memory is then unchanged.
+        """
+        learning = self.runtime.learning
+        if learning is None:
+            return {"learnt": False, "reason": "label learning is off"}
+        return learning.handle(
+            event,
+            data,
+            project_config=lambda label_config: ProjectConfig.parse(label_config, self.runtime.settings),
+            segment=segment_function(self.runtime),
+            prepare_rebuild=lambda project: prepare_rebuild(self.runtime, project),
+        )
+
+    def _predict_task(self, task: object, version: str, prompts: list[Prompt] | None = None) -> dict:
         try:
-            result, score = self._regions(task)
+            result, score = self._smart_regions(task, prompts) if prompts else self._regions(task)
         except TaskError as error:
             return self._failure(task, error, version)
         except Exception as error:  # a bug must cost one task, never the batch
@@ -128,6 +172,21 @@ class EmerDiffModel:
         self.runtime.metrics.increment("tasks", "predicted")
         return {"result": result, "score": score, "model_version": version}
 
+    def _smart_regions(self, task: object, prompts: list[Prompt]) -> tuple[list[dict], float]:
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise TaskDataError("task must be a JSON object with a 'data' object")
+        target = target_for(self.project, prompts)
+        with self.runtime.metrics.timed("fetch"):
+            image = self.runtime.images.read(_image_reference(task, target), task.get("id"))
+        segmentation = self.runtime.segmentation.segment(image, target.segmentation)
+        with self.runtime.metrics.timed("smart_regions"):
+            regions, score = smart_regions(prompts, target, segmentation)
+        try:
+            validate_regions(regions, self.project.label_config)
+        except InvalidRegionError as error:
+            raise OutputValidationError(f"our regions failed validation: {error}") from error
+        return regions, score
+
     def _regions(self, task: object) -> tuple[list[dict], float]:
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise TaskDataError("task must be a JSON object with a 'data' object")
@@ -135,6 +194,7 @@ class EmerDiffModel:
         images: dict[str, bytes] = {}
         segmentations: dict[tuple[str, SegmentationParams], CachedSegmentation] = {}
         regions: list[dict] = []
+        scores: list[float] = []
         for target in self.project.targets:
             key = (target.data_key, target.segmentation)
             if key not in segmentations:
@@ -147,37 +207,47 @@ class EmerDiffModel:
                     images[target.data_key], target.segmentation
                 )
             with metrics.timed("regions"):
-                regions += _target_regions(target, segmentations[key])
+                # The segments that become this control's regions: its level of the merge tree.
+                level = at_level(segmentations[key], target.segments)
+                labelled = None
+                if self._labelling is not None:
+                    labelled = self.runtime.learning.label(self._labelling[1], target, level)
+                regions += _target_regions(target, level, labelled)
+                scores += (labelled or level).scores.values()
         try:
             validate_regions(regions, self.project.label_config)
         except InvalidRegionError as error:
             raise OutputValidationError(f"our regions failed validation: {error}") from error
-        scores = [score for segmentation in segmentations.values() for score in segmentation.scores.values()]
         return regions, float(np.mean(scores)) if scores else 0.0
 
     def _failure(self, task: object, error: Exception, version: str) -> dict:
-        """An empty prediction under a distinct version, so Label Studio asks again next time."""
+        """An entry without ``result``: Label Studio (ml/models.py) stores no prediction for it.
+
+        Label Studio 1.23 skips a response entry that lacks ``result`` (it logs it, with our ``error``), so a
+        failed task keeps no empty prediction and adds no version to the project's menu; the task still
+        lacks the current version, so the next retrieval asks again. The entry keeps the batch aligned.
+        """
         reason = error.reason if isinstance(error, TaskError) else "internal"
         if isinstance(error, TaskError):
             logger.warning("task %s: %s: %s", _task_id(task), reason, error)
         self.runtime.metrics.increment("tasks", "failed")
         self.runtime.metrics.increment("failures", reason)
-        return {
-            "result": [],
-            "score": 0.0,
-            "model_version": version + ERROR_VERSION_SUFFIX,
-            "error": f"{reason}: {error}",
-        }
+        return {"model_version": version, "error": f"{reason}: {error}"}
 
 
-def _target_regions(target: RegionTarget, segmentation: CachedSegmentation) -> list[dict]:
+def _target_regions(
+    target: RegionTarget, segmentation: CachedSegmentation, labelled: SegmentLabels | None = None
+) -> list[dict]:
+    """The control's regions; with learnt labels, each segment's label and its confidence as score."""
+    source = labelled or segmentation
     regions = regions_from_label_map(
-        segmentation.label_map,
+        source.label_map,
         kind=target.kind,
         label=target.label,
+        labels=labelled.labels if labelled is not None else None,
         from_name=target.from_name,
         to_name=target.to_name,
-        scores=segmentation.scores,
+        scores=source.scores,
         tolerance=target.tolerance,
         min_area=target.segmentation.min_area,
         max_vertices=target.max_vertices,

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -20,8 +21,12 @@ from ml_backend.label_config import SegmentationParams
 from ml_backend.metrics import Metrics
 from ml_backend.settings import Settings
 from segmentor import DiffusionModel, EmerDiffConfig, EmerDiffSegmentor, ImageError, Segmentation, load_image
+from segmentor.merge_tree import MergeTree
 
 logger = logging.getLogger(__name__)
+
+# Segmentors kept for parameter sets other than the default (each holds a prompt embedding, no weights).
+MAX_SEGMENTORS = 8
 
 
 class SegmentationService:
@@ -42,7 +47,8 @@ class SegmentationService:
         )
         self.default_preset = settings.preset
         self.gpu_lock = threading.Lock()
-        self._segmentors: dict[SegmentationParams, EmerDiffSegmentor] = {}
+        # Least recently used first; the default parameters' segmentor is never evicted.
+        self._segmentors: OrderedDict[SegmentationParams, EmerDiffSegmentor] = OrderedDict()
         self._registry_lock = threading.Lock()
 
     def default_params(self) -> SegmentationParams:
@@ -53,7 +59,7 @@ class SegmentationService:
         )
 
     def segmentor(self, params: SegmentationParams) -> EmerDiffSegmentor:
-        """The segmentor for ``params``, built on first use and kept.
+        """The segmentor for ``params``, built on first use and kept (the MAX_SEGMENTORS most recent).
 
         Built outside ``gpu_lock`` so /setup never waits for a running segmentation: construction runs
         only the text encoder (for the empty prompt), which ``segment`` never touches.
@@ -67,7 +73,17 @@ class SegmentationService:
                     min_segment_area=params.min_area,
                 )
                 segmentor = self._segmentors[params] = EmerDiffSegmentor(self.model, config)
+                self._evict_idle_segmentors()
+            self._segmentors.move_to_end(params)
             return segmentor
+
+    def _evict_idle_segmentors(self) -> None:
+        """Projects come and go, each with its own knobs: keep the registry from growing forever."""
+        default = self.default_params()
+        while len(self._segmentors) > MAX_SEGMENTORS:
+            oldest = next(params for params in self._segmentors if params != default)
+            del self._segmentors[oldest]
+            self.metrics.increment("segmentor", "evicted_segmentors")
 
     def fingerprint(self, params: SegmentationParams) -> str:
         """Identifies the weights and every setting that changes the segmentation."""
@@ -82,10 +98,6 @@ class SegmentationService:
         if cached is not None:
             self.metrics.increment("cache", "hits")
             return cached
-        try:
-            image = load_image(image_bytes, max_pixels=self.max_image_pixels)
-        except ImageError as error:
-            raise ImageDecodeError(str(error)) from error
         with self.gpu_lock:
             # Another thread may have segmented the same image while this one waited.
             cached = self.cache.get(image_sha256, fingerprint)
@@ -93,6 +105,12 @@ class SegmentationService:
                 self.metrics.increment("cache", "hits")
                 return cached
             self.metrics.increment("cache", "misses")
+            # Decoded under the lock: one image's pixels (at most MAX_IMAGE_PIXELS) in memory at a time,
+            # however many request threads hold downloaded files.
+            try:
+                image = load_image(image_bytes, max_pixels=self.max_image_pixels)
+            except ImageError as error:
+                raise ImageDecodeError(str(error)) from error
             with self.metrics.timed("segment"):
                 result = self._run(segmentor, image)
             cached = CachedSegmentation(
@@ -100,6 +118,7 @@ class SegmentationService:
                 scores={segment.id: segment.score for segment in result.segments},
                 features=result.features,
                 low_res_labels=result.low_res_labels,
+                merges=_merge_tree(result),
             )
             self.cache.put(image_sha256, fingerprint, cached)
         self.metrics.increment("segmentor", "segmentations")
@@ -115,3 +134,9 @@ class SegmentationService:
         except Exception as error:  # the service must outlive any failure of one image (e.g. out of memory)
             logger.exception("segmentation of a %sx%s image failed", image.shape[1], image.shape[0])
             raise SegmentationError(f"segmentation failed: {type(error).__name__}: {error}") from error
+
+
+def _merge_tree(result: Segmentation) -> np.ndarray:
+    """The merge tree over the segments (milliseconds), cached with them: every coarser K costs no new run."""
+    embeddings = np.stack([segment.embedding for segment in result.segments])
+    return MergeTree.build(result.label_map, embeddings).merges

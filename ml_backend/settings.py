@@ -7,6 +7,7 @@ at start instead of failing on the first request.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -28,6 +29,19 @@ DEFAULT_CACHE_DIR = Path("~/.cache/emerdiff-ml-backend").expanduser()
 DEFAULT_DATA_DIR = Path("~/.local/share/emerdiff-ml-backend").expanduser()
 # Cost grows with 2 x segments modulated runs per image; the paper tests 10-40.
 MAX_NUM_SEGMENTS = 100
+# Upper bounds of the region knobs (environment and emerdiff-* attributes): far above any useful
+# value, low enough that no value overflows or makes a request run away.
+MAX_MIN_AREA = 100_000_000
+MAX_TOLERANCE = 1000.0
+MAX_VERTICES = 100_000
+# Upstream's variable names (label-studio-ml-backend examples) -> ours; either may be set, not both.
+ALIASES = {
+    "MODEL_DIR": "EMERDIFF_MODEL",
+    "DEVICE": "EMERDIFF_DEVICE",
+    "THREADS": "GUNICORN_THREADS",
+    "LABEL_STUDIO_HOST": "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_ACCESS_TOKEN": "LABEL_STUDIO_API_KEY",
+}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -99,11 +113,23 @@ class Settings:
     # GUNICORN_GRACEFUL_TIMEOUT: seconds a stopping worker gets to finish the requests in flight; keep it
     # under the container's stop grace period (Docker: 10 s unless stop_grace_period / --stop-timeout).
     graceful_timeout: int = 8
+    # MAX_REQUEST_BYTES: largest request body (answered 413 beyond it). Default 16 MiB.
+    max_request_bytes: int = 16 * 1024 * 1024
+    # MAX_TASKS_PER_REQUEST: most tasks in one /predict (answered 400 beyond it).
+    max_tasks_per_request: int = 100
+    # MAX_SEGMENTATIONS_PER_TASK: most distinct segmentations (controls with different emerdiff-segments
+    # / emerdiff-min-area) one label config may ask of every image.
+    max_segmentations_per_task: int = 2
+    # PREDICT_QUEUE_SIZE: /predict requests admitted at once, the running one included; more get 503 with
+    # Retry-After. At most GUNICORN_THREADS - 1 (one thread stays free for /health). Default threads - 2.
+    predict_queue_size: int = 2
+    # CACHE_MAX_BYTES: size bound of CACHE_DIR; least recently used entries go first. Default 10 GiB.
+    cache_max_bytes: int = 10 * 1024**3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``environ`` (default ``os.environ``); unset or empty variables keep defaults."""
-        env = _Env(os.environ if environ is None else environ)
+        env = _Env(_with_aliases(os.environ if environ is None else environ))
         defaults = cls()
         settings = cls(
             model=env.text("EMERDIFF_MODEL", defaults.model),
@@ -112,9 +138,11 @@ class Settings:
             num_segments=env.integer("EMERDIFF_NUM_SEGMENTS", defaults.num_segments, 1, MAX_NUM_SEGMENTS),
             preset=env.choice("EMERDIFF_PRESET", defaults.preset, tuple(PRESETS)),
             seed=env.integer("EMERDIFF_SEED", defaults.seed, 0, 2**63 - 1),
-            min_area=env.integer("EMERDIFF_MIN_AREA", defaults.min_area, 0, None),
-            polygon_tolerance=env.number("EMERDIFF_POLYGON_TOLERANCE", defaults.polygon_tolerance, 0.0),
-            max_vertices=env.integer("EMERDIFF_MAX_VERTICES", defaults.max_vertices, 3, None),
+            min_area=env.integer("EMERDIFF_MIN_AREA", defaults.min_area, 0, MAX_MIN_AREA),
+            polygon_tolerance=env.number(
+                "EMERDIFF_POLYGON_TOLERANCE", defaults.polygon_tolerance, 0.0, MAX_TOLERANCE
+            ),
+            max_vertices=env.integer("EMERDIFF_MAX_VERTICES", defaults.max_vertices, 3, MAX_VERTICES),
             default_label=env.optional("EMERDIFF_DEFAULT_LABEL"),
             label_studio_url=env.parsed("LABEL_STUDIO_URL", None, _base_url),
             label_studio_api_key=env.optional("LABEL_STUDIO_API_KEY"),
@@ -123,7 +151,7 @@ class Settings:
             allow_private_image_addresses=env.boolean("ALLOW_PRIVATE_IMAGE_ADDRESSES", False),
             max_image_bytes=env.integer("MAX_IMAGE_BYTES", defaults.max_image_bytes, 1, None),
             max_image_pixels=env.integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1, None),
-            fetch_timeout=env.number("FETCH_TIMEOUT", defaults.fetch_timeout, 0.1),
+            fetch_timeout=env.number("FETCH_TIMEOUT", defaults.fetch_timeout, 0.1, 3600.0),
             cache_dir=env.parsed("CACHE_DIR", defaults.cache_dir, _cache_dir),
             data_dir=env.parsed("DATA_DIR", defaults.data_dir, _cache_dir),
             basic_auth_user=env.optional("BASIC_AUTH_USER"),
@@ -134,7 +162,21 @@ class Settings:
             threads=env.integer("GUNICORN_THREADS", defaults.threads, 2, 64),
             worker_timeout=env.integer("GUNICORN_TIMEOUT", defaults.worker_timeout, 101, None),
             graceful_timeout=env.integer("GUNICORN_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 1, 3600),
+            max_request_bytes=env.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, None),
+            max_tasks_per_request=env.integer("MAX_TASKS_PER_REQUEST", defaults.max_tasks_per_request, 1, None),
+            max_segmentations_per_task=env.integer(
+                "MAX_SEGMENTATIONS_PER_TASK", defaults.max_segmentations_per_task, 1, 16
+            ),
+            cache_max_bytes=env.integer("CACHE_MAX_BYTES", defaults.cache_max_bytes, 1024 * 1024, None),
         )
+        workers = env.integer("WORKERS", 1, 1, None)
+        if workers > 1:
+            raise SettingsError(
+                f"WORKERS={workers}: this backend runs one worker (one model per process and GPU); "
+                "run one container per GPU, and raise THREADS for more concurrent requests"
+            )
+        queue = env.integer("PREDICT_QUEUE_SIZE", max(1, settings.threads - 2), 1, settings.threads - 1)
+        settings = dataclasses.replace(settings, predict_queue_size=queue)
         if (settings.basic_auth_user is None) != (settings.basic_auth_pass is None):
             raise SettingsError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (or neither)")
         return settings
@@ -186,8 +228,8 @@ class _Env:
     def integer(self, name: str, default: int, low: int, high: int | None) -> int:
         return self.parsed(name, default, lambda text: parse_integer(text, low, high))
 
-    def number(self, name: str, default: float, low: float) -> float:
-        return self.parsed(name, default, lambda text: parse_number(text, low))
+    def number(self, name: str, default: float, low: float, high: float | None = None) -> float:
+        return self.parsed(name, default, lambda text: parse_number(text, low, high))
 
 
 def parse_integer(text: str, low: int, high: int | None) -> int:
@@ -202,15 +244,30 @@ def parse_integer(text: str, low: int, high: int | None) -> int:
     return value
 
 
-def parse_number(text: str, low: float) -> float:
-    """``text`` as a finite number >= ``low``; ValueError otherwise."""
+def parse_number(text: str, low: float, high: float | None = None) -> float:
+    """``text`` as a finite number in ``[low, high]`` (no upper bound when None); ValueError otherwise."""
     try:
         value = float(text.strip())
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value >= low):
-        raise ValueError(f"must be a finite number >= {low}")
+    if not (math.isfinite(value) and value >= low and (high is None or value <= high)):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"must be a finite number {bounds}")
     return value
+
+
+def _with_aliases(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with each upstream alias (ALIASES) copied to our name; both set and different: error."""
+    merged = dict(environ)
+    for alias, name in ALIASES.items():
+        value = environ.get(alias, "").strip()
+        if not value:
+            continue
+        ours = environ.get(name, "").strip()
+        if ours and ours != value:
+            raise SettingsError(f"{alias}={value!r} and {name}={ours!r} disagree: set one of them")
+        merged[name] = value
+    return merged
 
 
 def _base_url(value: str) -> str:

@@ -65,3 +65,8 @@ def predict(
     results = response.json["results"]
     assert len(results) == len(tasks)
     return results
+
+
+def metrics_of(client: FlaskClient) -> dict[str, dict[str, float]]:
+    """The app's counters by group (what GET /metrics exposes in Prometheus' format)."""
+    return client.application.extensions["emerdiff"].metrics.snapshot()

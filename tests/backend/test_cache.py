@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from ml_backend.cache import CachedSegmentation, SegmentationCache
 from ml_backend.settings import SettingsError
-from tests.backend.support import BOTH_CONFIG, POLYGON_CONFIG, predict, task
+from tests.backend.support import BOTH_CONFIG, POLYGON_CONFIG, metrics_of, predict, task
 
 SCENE = "/data/local-files/?d=images/scene0.png"
 
@@ -37,12 +37,12 @@ def make_cached_client(
 def test_second_request_is_a_hit_without_unet_passes(make_cached_client: Callable[..., FlaskClient]) -> None:
     client = make_cached_client()
     first = predict(client, [task(1, SCENE)])
-    after_first = client.get("/metrics").json
+    after_first = metrics_of(client)
     assert after_first["cache"] == {"misses": 1}
     assert after_first["segmentor"]["unet_sample_passes"] > 0
 
     second = predict(client, [task(2, SCENE)])
-    after_second = client.get("/metrics").json
+    after_second = metrics_of(client)
     assert after_second["cache"] == {"hits": 1, "misses": 1}
     assert after_second["segmentor"] == after_first["segmentor"]
     assert second == first
@@ -57,7 +57,7 @@ def test_new_app_on_the_same_cache_dir_hits(
 
     restarted = make_cached_client()
     assert predict(restarted, [task(1, SCENE)], BOTH_CONFIG) == first
-    metrics = restarted.get("/metrics").json
+    metrics = metrics_of(restarted)
     assert metrics["cache"] == {"hits": 1}
     assert metrics["segmentor"] == {}  # no segmentation, no U-Net pass in this process
 
@@ -68,25 +68,25 @@ def test_same_image_under_another_url_hits(
     (document_root / "copy.png").write_bytes((document_root / "images" / "scene0.png").read_bytes())
     client = make_cached_client()
     predict(client, [task(1, SCENE), task(2, "/data/local-files/?d=copy.png")])
-    assert client.get("/metrics").json["cache"] == {"hits": 1, "misses": 1}
+    assert metrics_of(client)["cache"] == {"hits": 1, "misses": 1}
 
 
 def test_other_segmentation_settings_miss(make_cached_client: Callable[..., FlaskClient]) -> None:
     client = make_cached_client()
     predict(client, [task(1, SCENE)])
-    # Polygon-only knobs reuse the segmentation; the segment count makes a new one.
+    # Polygon-only knobs reuse the segmentation; the smallest segment area makes a new one.
     predict(
         client,
         [task(1, SCENE)],
         POLYGON_CONFIG.replace('toName="image"', 'toName="image" emerdiff-tolerance="0"'),
     )
-    assert client.get("/metrics").json["cache"] == {"hits": 1, "misses": 1}
+    assert metrics_of(client)["cache"] == {"hits": 1, "misses": 1}
     predict(
         client,
         [task(1, SCENE)],
-        POLYGON_CONFIG.replace('toName="image"', 'toName="image" emerdiff-segments="3"'),
+        POLYGON_CONFIG.replace('toName="image"', 'toName="image" emerdiff-min-area="30"'),
     )
-    assert client.get("/metrics").json["cache"] == {"hits": 1, "misses": 2}
+    assert metrics_of(client)["cache"] == {"hits": 1, "misses": 2}
 
 
 def test_cache_round_trip_and_unreadable_entry(tmp_path: Path) -> None:
@@ -121,10 +121,10 @@ def test_disabled_cache_and_foreign_keys(tmp_path: Path) -> None:
 def test_concurrent_requests_for_one_image_segment_it_once(
     make_cached_client: Callable[..., FlaskClient],
 ) -> None:
-    client = make_cached_client()
+    client = make_cached_client(predict_queue_size=3)
     with ThreadPoolExecutor(max_workers=3) as pool:
         answers = list(pool.map(lambda task_id: predict(client, [task(task_id, SCENE)]), range(3)))
     assert answers[0] == answers[1] == answers[2]
-    metrics = client.get("/metrics").json
+    metrics = metrics_of(client)
     assert metrics["cache"] == {"hits": 2, "misses": 1}
     assert metrics["segmentor"]["segmentations"] == 1

@@ -74,9 +74,10 @@ def test_knob_attributes_override_environment() -> None:
     [
         ('emerdiff-segments="lots"', r"emerdiff-segments='lots' must be an integer between 1 and 100"),
         ('emerdiff-segments="0"', "must be an integer between 1 and 100"),
-        ('emerdiff-min-area="-3"', "emerdiff-min-area='-3' must be an integer >= 0"),
+        ('emerdiff-min-area="-3"', "emerdiff-min-area='-3' must be an integer between 0 and 100000000"),
+        ('emerdiff-tolerance="1e308"', "must be a finite number between 0.0 and 1000.0"),
         ('emerdiff-tolerance="fine"', "emerdiff-tolerance='fine' must be a finite number"),
-        ('emerdiff-max-vertices="2"', "must be an integer >= 3"),
+        ('emerdiff-max-vertices="2"', "must be an integer between 3 and 100000"),
         ('emerdiff-segmnts="5"', "unknown attribute.*emerdiff-segmnts"),
     ],
 )
