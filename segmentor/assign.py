@@ -10,8 +10,12 @@ import torch.nn.functional as F
 
 
 def difference_maps(plus: torch.Tensor, minus: torch.Tensor) -> torch.Tensor:
-    """Per-pixel L2 norm over RGB of I+ - I-: (n, 3, H, W) pairs -> (n, H, W) in float32."""
-    return torch.linalg.vector_norm((plus.float() - minus.float()), dim=1)
+    """Per-pixel L2 norm over RGB of I+ - I-: (n, 3, H, W) pairs -> (n, H, W) in float32.
+
+    Decoded images are clamped to [-1, 1] first, as any pipeline does before showing them: what differs
+    outside that range is not a difference of images.
+    """
+    return torch.linalg.vector_norm(plus.float().clamp(-1, 1) - minus.float().clamp(-1, 1), dim=1)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:

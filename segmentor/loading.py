@@ -102,8 +102,19 @@ def load_model(reference: str, device: str | None = None, dtype: str | None = No
     parts = _load_parts(folder, torch_dtype)
     for module in (parts["vae"], parts["unet"], parts["text_encoder"]):
         module.to(torch_device).eval().requires_grad_(False)
+    honour_force_upcast(parts["vae"], torch_dtype)
     return DiffusionModel(device=torch_device, dtype=torch_dtype, reference=reference,
                           identity=_folder_identity(folder), **parts)
+
+
+def honour_force_upcast(vae: AutoencoderKL, dtype: torch.dtype) -> None:
+    """Keep the VAE in float32 when the model runs in float16 and the VAE's config asks for it.
+
+    SD's VAE overflows in float16 (diffusers' pipelines upcast it for the same reason); the U-Net stays in
+    float16 and stages.encode/decode convert at the boundary.
+    """
+    if dtype == torch.float16 and vae.config.get("force_upcast", False):
+        vae.to(torch.float32)
 
 
 def _hub_snapshot(hub_id: str) -> Path:

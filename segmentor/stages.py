@@ -41,14 +41,15 @@ def to_model_input(image: np.ndarray, shape: tuple[int, int], model: DiffusionMo
 
 def encode(model: DiffusionModel, x: torch.Tensor) -> torch.Tensor:
     # The posterior mean, not a sample: the same image must always give the same latent.
-    latent = model.vae.encode(x).latent_dist.mean
+    latent = model.vae.encode(x.to(model.vae.dtype)).latent_dist.mean
     shift = getattr(model.vae.config, "shift_factor", None) or 0.0
-    return (latent - shift) * model.vae.config.scaling_factor
+    return ((latent - shift) * model.vae.config.scaling_factor).to(model.dtype)
 
 
 def decode(model: DiffusionModel, latents: torch.Tensor) -> torch.Tensor:
+    """Images in the VAE's dtype (float32 where the VAE asks for ``force_upcast``)."""
     shift = getattr(model.vae.config, "shift_factor", None) or 0.0
-    return model.vae.decode(latents / model.vae.config.scaling_factor + shift).sample
+    return model.vae.decode((latents / model.vae.config.scaling_factor + shift).to(model.vae.dtype)).sample
 
 
 def empty_prompt_embedding(model: DiffusionModel) -> torch.Tensor:
