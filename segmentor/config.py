@@ -14,6 +14,8 @@ from dataclasses import dataclass
 FEATURE_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
 MODULATION_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
 DIFFERENCES = ("symmetric", "one_sided")
+SAMPLERS = ("ddim", "ddpm")
+NOISINGS = ("forward", "inversion")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,14 @@ class EmerDiffConfig:
     num_inference_steps: int = 50
     # Keep only every n-th step of that grid after modulation_timestep (1 = all 15). [ours: 1, faithful]
     step_stride: int = 1
+    # Sampler of the reference and modulated runs [paper: not stated]. "ddim": eta = 0, deterministic [ours].
+    # "ddpm": eta = 1, the noise of each step seeded and shared by every run, so I+ and I- still see
+    # identical noise and their difference measures only the modulation.
+    sampler: str = "ddim"
+    # How z0 reaches t_m [paper: forward noising; edit-friendly inversion allowed]. "forward": one seeded
+    # noise draw [ours]. "inversion": deterministic DDIM inversion along the grid up to t_m (one U-Net
+    # pass per step, no noise: the reference run then reconstructs the image).
+    noising: str = "forward"
     # "symmetric": the response is |I+ - I-| over 2K modulated runs [paper]. "one_sided": |I+ - I_ref|,
     # the reference run's image standing in for I-: K runs and K + 1 decodes, but the second-order terms
     # the symmetric difference cancels stay in. [ours: the fast preset's]
@@ -79,6 +89,10 @@ class EmerDiffConfig:
             problems.append("modulation_timestep must be in [1, 999]")
         if self.num_inference_steps < 1 or self.step_stride < 1:
             problems.append("num_inference_steps and step_stride must be >= 1")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
+        if self.noising not in NOISINGS:
+            problems.append(f"noising must be one of {', '.join(NOISINGS)}, not {self.noising!r}")
         if self.difference not in DIFFERENCES:
             problems.append(f"difference must be one of {', '.join(DIFFERENCES)}, not {self.difference!r}")
         if self.blur_sigma < 0:

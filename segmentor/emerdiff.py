@@ -76,7 +76,12 @@ class EmerDiffSegmentor:
     def expected_counters(self, num_masks: int) -> dict[str, int]:
         """Network calls a segmentation with this many coarse masks makes: 1 + S(1 + 2K) U-Net passes."""
         steps = len(self.denoising_steps())
-        return {"unet_sample_passes": 1 + steps * (1 + 2 * num_masks), "vae_decodes": 2 * num_masks, "vae_encodes": 1}
+        inversion = 0
+        if self.config.noising == "inversion":
+            inversion = len(stages.denoising_steps(self.model, self.config.modulation_timestep,
+                                                   self.config.num_inference_steps, 1))
+        return {"unet_sample_passes": 1 + inversion + steps * (1 + 2 * num_masks), "vae_decodes": 2 * num_masks,
+                "vae_encodes": 1}
 
     def chunk_sizes(self, runs: int) -> list[int]:
         """Batch sizes the modulated runs go through the U-Net in (as of the current memory budget)."""
@@ -105,7 +110,7 @@ class EmerDiffSegmentor:
             coarse = self._coarse_labels(features, grid, low_res_masks)
         masks = np.stack([coarse == i for i in range(coarse.max() + 1)])
         on_modulation_grid, vanished = self.modulation_masks(masks, tuple(latents.shape[-2:]))
-        noisy = stages.add_noise(model, latents, modulation_noise, config.modulation_timestep)
+        noisy = self._noised(latents, modulation_noise)
         maps = self.response_maps(noisy, on_modulation_grid, vanished)
         with log.stage("assign"):
             labels, margin = assign_labels(maps, (height, width), exclude=vanished)
@@ -128,6 +133,29 @@ class EmerDiffSegmentor:
             raise ValueError("low_res_masks must cover every cell of the feature grid")
         first_mask = np.argmax(given, axis=0)
         return stages.renumber(first_mask.ravel()).reshape(grid)
+
+    def _noised(self, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Step 5: z0 taken to t_m, by forward noising or by DDIM inversion (``config.noising``)."""
+        config = self.config
+        if config.noising == "forward":
+            return stages.add_noise(self.model, latents, noise, config.modulation_timestep)
+        with self._log.stage("inversion"):
+            noisy, passes = stages.ddim_invert(self.model, latents, self._text, config.modulation_timestep,
+                                               config.num_inference_steps)
+            self._log.count("unet_sample_passes", passes)
+        return noisy
+
+    def step_noise(self, like: torch.Tensor, steps: int) -> list[torch.Tensor | None]:
+        """Per-step noise of the sampler: None for DDIM; for DDPM seeded (seed + 1) and shared by all runs."""
+        if self.config.sampler == "ddim":
+            return [None] * steps
+        return stages.sampler_noise(like, steps, self.config.seed + 1)
+
+    def step(self, output: torch.Tensor, t: int, t_prev: int, x: torch.Tensor,
+             noise: torch.Tensor | None) -> torch.Tensor:
+        """One sampler update (``config.sampler``): DDIM eta = 0, or DDPM (eta = 1) with the step's noise."""
+        eta = 0.0 if self.config.sampler == "ddim" else 1.0
+        return stages.ddim_step(self.model, output, t, t_prev, x, eta=eta, noise=noise)
 
     def modulation_masks(self, masks: np.ndarray, latent_shape: tuple[int, int]) -> tuple[torch.Tensor, frozenset]:
         """The coarse masks on the modulation layer's grid, and the ones that vanish there."""
@@ -174,11 +202,11 @@ class EmerDiffSegmentor:
         x = noisy.expand(batch, -1, -1, -1)
         text = self._text.expand(batch, -1, -1)
         state.record, state.inject = record, not record and self.config.attention_injection
-        for step, (t, t_prev) in enumerate(steps):
+        for step, ((t, t_prev), noise) in enumerate(zip(steps, self.step_noise(noisy, len(steps)), strict=True)):
             state.step = step
             state.offset = offsets if step == 0 else None
             output = self.model.unet(x, torch.tensor(t, device=x.device), encoder_hidden_states=text).sample
-            x = stages.ddim_step(self.model, output, t, t_prev, x)
+            x = self.step(output, t, t_prev, x, noise)
             self._log.count("unet_sample_passes", batch)
         state.offset = None
         return x

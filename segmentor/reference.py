@@ -70,9 +70,9 @@ class ReferenceSegmentor(EmerDiffSegmentor):
                 handle = self.model.unet.get_submodule(self.config.modulation_layer).register_forward_hook(
                     modulation_hook)
                 hooks.callback(handle.remove)
-            for step, (t, t_prev) in enumerate(steps):
+            for step, ((t, t_prev), noise) in enumerate(zip(steps, self.step_noise(noisy, len(steps)), strict=True)):
                 current["step"] = step
                 output = self.model.unet(x, torch.tensor(t, device=x.device), encoder_hidden_states=self._text).sample
-                x = stages.ddim_step(self.model, output, t, t_prev, x)
+                x = self.step(output, t, t_prev, x, noise)
                 self._log.count("unet_sample_passes")
         return x

@@ -78,12 +78,35 @@ def denoising_steps(model: DiffusionModel, start: int, num_inference_steps: int,
     return list(zip(kept, [*kept[1:], -1], strict=True))
 
 
-def ddim_step(model: DiffusionModel, output: torch.Tensor, t: int, t_prev: int, x: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM (eta = 0) update from t to t_prev; t_prev < 0 means the clean end."""
+def ddim_step(model: DiffusionModel, output: torch.Tensor, t: int, t_prev: int, x: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM update from t to t_prev (t_prev < 0: the clean end). eta = 0 is deterministic; eta = 1
+    with ``noise`` is DDPM's posterior sample (``DDIMScheduler.step(eta=1, variance_noise=noise)``)."""
     scheduler = model.scheduler
     alpha = scheduler.alphas_cumprod[t].to(x.device, torch.float32)
     alpha_prev = (scheduler.alphas_cumprod[t_prev] if t_prev >= 0 else scheduler.final_alpha_cumprod)
     alpha_prev = alpha_prev.to(x.device, torch.float32)
+    return _ddim_update(scheduler, output, x, alpha, alpha_prev, eta, noise)
+
+
+def ddim_invert(model: DiffusionModel, latents: torch.Tensor, text: torch.Tensor, start: int,
+                num_inference_steps: int) -> tuple[torch.Tensor, int]:
+    """Deterministic DDIM inversion of the clean latent up the grid to ``start`` (as diffusers'
+    DDIMInverseScheduler). Returns the latent at ``start`` and the U-Net passes it took."""
+    scheduler = model.scheduler
+    ascending = [t for t, _ in reversed(denoising_steps(model, start, num_inference_steps, 1))]
+    x = latents
+    for t in ascending:
+        output = model.unet(x, torch.tensor(t, device=x.device), encoder_hidden_states=text).sample
+        source = t - scheduler.config.num_train_timesteps // num_inference_steps
+        alpha_source = scheduler.alphas_cumprod[source] if source >= 0 else scheduler.final_alpha_cumprod
+        x = _ddim_update(scheduler, output, x, alpha_source.to(x.device, torch.float32),
+                         scheduler.alphas_cumprod[t].to(x.device, torch.float32), 0.0, None)
+    return x, len(ascending)
+
+
+def _ddim_update(scheduler, output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, alpha_prev: torch.Tensor,
+                 eta: float, noise: torch.Tensor | None) -> torch.Tensor:
     x32, out32 = x.float(), output.float()
     if scheduler.config.prediction_type == "v_prediction":
         x0 = alpha.sqrt() * x32 - (1 - alpha).sqrt() * out32
@@ -93,7 +116,17 @@ def ddim_step(model: DiffusionModel, output: torch.Tensor, t: int, t_prev: int, 
         eps = out32
     else:
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
-    return (alpha_prev.sqrt() * x0 + (1 - alpha_prev).sqrt() * eps).to(x.dtype)
+    if eta == 0:
+        return (alpha_prev.sqrt() * x0 + (1 - alpha_prev).sqrt() * eps).to(x.dtype)
+    sigma = eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).sqrt()
+    x_prev = alpha_prev.sqrt() * x0 + (1 - alpha_prev - sigma**2).sqrt() * eps + sigma * noise.float()
+    return x_prev.to(x.dtype)
+
+
+def sampler_noise(like: torch.Tensor, steps: int, seed: int) -> list[torch.Tensor]:
+    """The per-step noise of the DDPM sampler: seeded, batch 1, broadcast over every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return [seeded_noise(like[:1], generator) for _ in range(steps)]
 
 
 def attention_module(model: DiffusionModel, layer: str) -> torch.nn.Module:
