@@ -106,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
             ledger.close()
     finally:
         pool.close()
-    print(f"project {args.project} at {api.url}, ledger {ledger_path}", file=sys.stderr)
+    print(f"project {args.project} at {api.url}, segmented in {pool.description}, ledger {ledger_path}",
+          file=sys.stderr)
     for line in summary.lines():
         print(line, file=sys.stderr)
     if summary.stopped:

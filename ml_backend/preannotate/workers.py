@@ -7,15 +7,12 @@ with the same settings, down to the ``model_version``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from ml_backend.model import EmerDiffModel, Runtime
 from ml_backend.settings import Settings
 from segmentor import load_model
-
-logger = logging.getLogger(__name__)
 
 
 class PredictionWorker:
@@ -39,6 +36,8 @@ class PredictionWorker:
 class Pool(Protocol):
     """Runs tasks and yields (task id, prediction) as each completes, in any order."""
 
+    description: str
+
     def model_version(self) -> str: ...
 
     def run(self, tasks: Iterable[dict]) -> Iterator[tuple[int, dict]]: ...
@@ -51,6 +50,7 @@ class LocalPool:
 
     def __init__(self, settings: Settings, label_config: str, project_id: int) -> None:
         self._worker = PredictionWorker(settings, label_config, project_id)
+        self.description = "this process"
 
     def model_version(self) -> str:
         return self._worker.model_version()
@@ -81,13 +81,15 @@ class RayPool:
 
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            # A cluster of our own (address None) needs no dashboard; a joined one keeps its own.
+            ray.init(address=address, log_to_driver=False, configure_logging=False,
+                     include_dashboard=False if address is None else None)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         count = actors or gpus or 1
         resources = {"num_gpus": 1} if gpus else {"num_cpus": cpus_per_actor}
         remote_worker = ray.remote(**resources)(PredictionWorker)
         self._actors = [remote_worker.remote(settings, label_config, project_id) for _ in range(count)]
-        logger.info("Ray: %d actor(s), each with %s", count, resources)
+        self.description = f"{count} Ray actor(s), each with {resources}"
 
     def model_version(self) -> str:
         versions = set(self._ray.get([actor.model_version.remote() for actor in self._actors]))
