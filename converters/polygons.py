@@ -157,7 +157,8 @@ def _as_binary_mask(mask: np.ndarray) -> np.ndarray:
         raise InvalidMaskError(f"mask must be 2-D (H, W), got shape {mask.shape}")
     if mask.size == 0:
         raise InvalidMaskError(f"mask is empty, shape {mask.shape}")
-    return (mask != 0).astype(np.uint8)
+    # C order: OpenCV refuses the Fortran-ordered arrays pycocotools decodes.
+    return np.ascontiguousarray(mask != 0, dtype=np.uint8)
 
 
 def _check_options(tolerance: float, min_area: float, max_vertices: int, min_iou: float) -> None:
@@ -220,7 +221,7 @@ def _contour_to_polygon(
 
     def polygon_at(tolerance: float) -> np.ndarray:
         vertices = _simplified_vertex_indices(contour, tolerance)
-        polygon = _clip_to_frame(_pixel_edge_polygon(centres, vertices, orientation, tolerance), frame)
+        polygon = clip_to_frame(_pixel_edge_polygon(centres, vertices, orientation, tolerance), frame)
         # Two kept vertices whose fitted edges meet at both ends make a 2-point ring: keep every corner.
         return polygon if len(polygon) >= 3 else polygon_at(0.0)
 
@@ -325,7 +326,7 @@ def _project(point: np.ndarray, anchor: np.ndarray, direction: np.ndarray) -> np
     return anchor + np.dot(point - anchor, direction) * direction
 
 
-def _clip_to_frame(polygon: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
+def clip_to_frame(polygon: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
     """Intersect with the image ``[0, W] x [0, H]`` (Sutherland-Hodgman): corners pushed past the border
     come back onto it. Unlike clamping vertices this moves no pixel centre across an edge."""
     if polygon.min() >= 0 and (polygon <= frame).all():

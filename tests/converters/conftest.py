@@ -1,9 +1,11 @@
-"""Fixtures of the converter tests: the Label Studio project fixture (label config, export, source masks)."""
+"""Fixtures of the converter tests: the Label Studio project fixture (label config, export, source masks,
+its image files)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -39,3 +41,23 @@ def export_path() -> Path:
 def export(export_path: Path) -> list[dict]:
     """A fresh copy per test, so tests may break it."""
     return json.loads(export_path.read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class FixtureImages:
+    """The fixture's image files where the export points: Label Studio's document root and media folder."""
+
+    document_root: Path
+    media_root: Path
+
+
+@pytest.fixture(scope="session")
+def fixture_images(export_builder: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> FixtureImages:
+    folder = tmp_path_factory.mktemp("fixture-images")
+    document_root, media_root = folder / "files", folder / "media"
+    paths = export_builder.write_images(document_root, folder / "uploaded")
+    # The export names the upload with Label Studio's random prefix, fixed by normalise().
+    upload = media_root / "upload" / "1" / f"00000000-{export_builder.UPLOADED}"
+    upload.parent.mkdir(parents=True)
+    paths[export_builder.UPLOADED].rename(upload)
+    return FixtureImages(document_root, media_root)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from converters.coco import CocoBuilder, CocoError, has_holes, image_basename
+from converters.coco import CocoBuilder, CocoError, has_holes
 from tests.converters.shapes import HEIGHT, WIDTH, blobs, filled, iou, ordinary_shapes
 
 
@@ -61,8 +61,8 @@ def test_coco_loads_masks_match_and_self_evaluation_scores_ap_1(
             assert isinstance(annotation["segmentation"]["counts"], str)
         else:
             assert iou(decoded, filled(mask)) >= 0.98
-        assert annotation["area"] == mask.sum()
-        ys, xs = np.nonzero(mask)
+        assert annotation["area"] == decoded.sum()
+        ys, xs = np.nonzero(decoded)
         assert annotation["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert annotation["iscrowd"] == 0
     assert _self_evaluation_ap(coco) == pytest.approx(1.0)
@@ -80,10 +80,10 @@ def test_auto_encoding_keeps_holes_as_rle_and_solid_masks_as_polygons(tmp_path: 
     assert np.array_equal(coco.annToMask(second).astype(bool), ring)
 
 
-def test_document_layout_ids_from_1_and_basename(tmp_path: Path) -> None:
+def test_document_layout_ids_from_1_and_names_as_given(tmp_path: Path) -> None:
     builder = CocoBuilder(["b", "a"])
-    first = builder.add_image("/data/upload/1/abc-scene.png", 8, 6)
-    second = builder.add_image("/data/local-files/?d=photos/day/x.jpg", 8, 6)
+    first = builder.add_image("upload/1/abc-scene.png", 8, 6)
+    second = builder.add_image("photos/day/x.jpg", 8, 6, extra={"ls_task_id": 4})
     mask = np.zeros((6, 8), bool)
     mask[1:4, 2:6] = True
     annotation = builder.add_mask(second, "a", mask, score=0.25)
@@ -93,10 +93,53 @@ def test_document_layout_ids_from_1_and_basename(tmp_path: Path) -> None:
         {"id": 1, "name": "b", "supercategory": ""},
         {"id": 2, "name": "a", "supercategory": ""},
     ]
-    assert [i["file_name"] for i in document["images"]] == ["abc-scene.png", "x.jpg"]
+    assert [i["file_name"] for i in document["images"]] == ["upload/1/abc-scene.png", "photos/day/x.jpg"]
+    assert document["images"][1]["ls_task_id"] == 4
     assert document["annotations"][0]["score"] == 0.25
     assert document["annotations"][0]["category_id"] == 2
-    assert image_basename("s3://bucket/dir/y.png") == "y.png"
+
+
+def test_explicit_category_ids() -> None:
+    builder = CocoBuilder({"car": 7, "person": 1})
+    assert [(c["id"], c["name"]) for c in builder.to_dict()["categories"]] == [(7, "car"), (1, "person")]
+    with pytest.raises(CocoError, match="unique integers"):
+        CocoBuilder({"car": 1, "bus": 1})
+
+
+def test_results_are_what_load_res_reads_and_score_ap_1(tmp_path: Path) -> None:
+    builder = CocoBuilder(["thing"])
+    image_id = builder.add_image("a.png", 40, 30)
+    builder.add_polygons(image_id, "thing", [np.array([[2.0, 1.0], [20.0, 1.0], [20.0, 20.0], [2.0, 20.0]])])
+    ring = np.zeros((30, 40), bool)
+    ring[5:25, 22:38] = True
+    ring[10:15, 26:30] = False
+    builder.add_mask(image_id, "thing", ring)
+    coco = _load(builder, tmp_path)
+    detections = CocoBuilder(["thing"])
+    detections.add_image("a.png", 40, 30)
+    for annotation in coco.dataset["annotations"]:
+        detections.add_mask(image_id, "thing", coco.annToMask(annotation), score=0.5)
+    results = detections.results()
+    assert all(isinstance(r["segmentation"], dict) and r["score"] == 0.5 for r in results)
+    with contextlib.redirect_stdout(io.StringIO()):
+        loaded = coco.loadRes(json.loads(json.dumps(results)))
+        evaluation = COCOeval(coco, loaded, iouType="segm")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)
+    with pytest.raises(CocoError, match="annotation 1 has no score"):
+        builder.results()
+
+
+def test_a_drawn_box_keeps_its_own_bbox_cut_to_the_image(tmp_path: Path) -> None:
+    builder = CocoBuilder(["sign"])
+    image_id = builder.add_image("a.png", 20, 10)
+    corners = np.array([[2.3, 1.6], [25.0, 1.6], [25.0, 7.25], [2.3, 7.25]])  # runs past the right edge
+    builder.add_polygons(image_id, "sign", [corners], box=True)
+    (annotation,) = _load(builder, tmp_path).loadAnns([1])
+    assert annotation["bbox"] == [2.3, 1.6, 17.7, 5.65]
+    assert annotation["segmentation"] == [[2.3, 1.6, 20.0, 1.6, 20.0, 7.25, 2.3, 7.25]]
 
 
 def test_add_polygons_keeps_the_rings(tmp_path: Path) -> None:

@@ -209,8 +209,11 @@ def test_parse_label_config_reads_controls_in_order_with_all_attributes(label_co
     assert [(c.name, c.tag, c.to_name, c.labels) for c in controls] == [
         ("poly", "PolygonLabels", "image", ["Car", "Person"]),
         ("brush", "BrushLabels", "image", ["Road", "Sky"]),
+        ("box", "RectangleLabels", "image", ["Sign", "Truck"]),
+        ("point", "KeyPointLabels", "image", ["Eye"]),
         ("quality", "Choices", "image", ["good", "blurry"]),
     ]
+    assert controls[0].label_attrs["Car"] == {"value": "Car", "category": "7", "background": "#ff0000"}
     assert controls[0].attrs == {
         "name": "poly",
         "toName": "image",
