@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-requirements
 venv: $(STAMP)
 
 # One pip call, torch pinned in it: a second call could let another package pull a CUDA build of torch.
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
-	cp requirements.txt $@
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	cat requirements.txt requirements-dev.txt > $@
 
 demo: $(STAMP)
 	$(PY) -m segmentor.toy scenes --count 4 --seed 7 --out demo/scenes

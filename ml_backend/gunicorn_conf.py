@@ -5,7 +5,16 @@ its threads keep /health answering while a prediction holds the GPU lock. Settin
 already, so a bad variable stops the server before a worker starts.
 """
 
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
 import sys
+from types import FrameType
+
+from gunicorn.workers.gthread import ThreadWorker
 
 from ml_backend.settings import Settings, SettingsError
 
@@ -22,9 +31,48 @@ worker_class = "gthread"
 threads = _settings.threads
 # Above Label Studio's 100 s prediction timeout: a long batch must not get its worker killed.
 timeout = _settings.worker_timeout
-graceful_timeout = 30
+# Requests in flight get this long after SIGTERM; Docker kills the container 10 s after SIGTERM unless the
+# compose file's stop_grace_period says otherwise, so the default (8 s) ends before that.
+graceful_timeout = _settings.graceful_timeout
 # The model loads inside the worker: CUDA must not be initialised in the master before forking.
 preload_app = False
 loglevel = _settings.log_level.lower()
 accesslog = "-"
 errorlog = "-"
+
+
+def post_worker_init(worker: ThreadWorker) -> None:
+    """Make a stopping worker refuse new connections instead of leaving them hanging.
+
+    On SIGTERM gunicorn's gthread worker stops accepting and drains, but keeps its listening socket open
+    until it exits: connections arriving meanwhile complete in the kernel's backlog and wait there,
+    unanswered, for up to the graceful timeout. The socket is shared with the master, so it is shut down
+    only when the master has already closed its copy (it does so before signalling the worker to stop);
+    a worker replaced by a SIGHUP reload leaves the listener to its successor.
+    """
+    drain = worker.handle_exit
+
+    def refuse_then_drain(signum: int, frame: FrameType | None) -> None:
+        worker.set_accept_enabled(False)  # no accept() on a socket about to be shut down
+        if _master_has_closed(worker.sockets, worker.ppid):
+            for listener in worker.sockets:
+                with contextlib.suppress(OSError):
+                    listener.sock.shutdown(socket.SHUT_RDWR)  # pending and new connections are reset
+            worker.log.info("Stopped listening: new connections are refused while requests in flight finish")
+        drain(signum, frame)
+
+    signal.signal(signal.SIGTERM, refuse_then_drain)
+
+
+def _master_has_closed(listeners: list, master_pid: int) -> bool:
+    """Whether the master process holds none of ``listeners`` any more (read from /proc; False if unknown)."""
+    ours = {f"socket:[{os.fstat(listener.fileno()).st_ino}]" for listener in listeners}
+    fd_dir = f"/proc/{master_pid}/fd"
+    try:
+        held = set()
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):  # an fd closed while we look
+                held.add(os.readlink(f"{fd_dir}/{fd}"))
+    except OSError:
+        return False
+    return not ours & held
