@@ -88,11 +88,19 @@ def http_origin(url: str) -> Origin:
         connected = parse_url(prepared)
     except (requests.RequestException, LocationParseError, ValueError) as error:
         raise AmbiguousURLError(f"{shown!r}: malformed URL ({error})") from None
-    client_host = (connected.host or "").lower().strip("[]")
+    client_host = _normalized((connected.host or "").lower().strip("[]"))
     client_port = connected.port or DEFAULT_PORTS.get(connected.scheme or "", -1)
     if (connected.scheme, client_host, client_port) != (origin.scheme, origin.host, origin.port):
         raise AmbiguousURLError(f"{shown!r}: URL parsers disagree on its host")
     return origin
+
+
+def _normalized(host: str) -> str:
+    """An IP literal in its canonical spelling (``::ffff:127.0.0.1`` and ``::ffff:7f00:1`` are one host)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 def _split_host_port(netloc: str, shown: str) -> tuple[str, int | None]:
@@ -318,6 +326,10 @@ class Downloader:
                 method, url, allow_redirects=False, timeout=(remaining, remaining), **kwargs
             )
         except requests.RequestException as error:
+            if isinstance(error, requests.Timeout):  # the timeouts given are what was left of the budget
+                raise ImageFetchError(
+                    f"{display_url(url)}: download exceeded FETCH_TIMEOUT={self.timeout} s"
+                ) from error
             self._remaining(url)
             raise ImageFetchError(f"{display_url(url)}: {_describe(error)}") from error
 

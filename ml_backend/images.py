@@ -67,7 +67,7 @@ class ImageResolver:
         try:
             scheme = urlsplit(reference).scheme.lower()
         except ValueError as error:  # e.g. an unbalanced IPv6 bracket
-            raise ImageSourceError(f"image reference {reference[:200]!r} is malformed ({error})") from None
+            raise ImageSourceError(f"image reference {reference[:200]!r}: malformed IPv6 address ({error})") from None
         with self.downloader.deadline():
             if scheme in CLOUD_SCHEMES:
                 return self._download(self._presign_url(reference, task_id))
