@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from segmentor.config import EmerDiffConfig
+from segmentor.evaluation import labels as evaluate_labels
 from segmentor.evaluation.cli import add_evaluate_arguments, add_score_arguments, run_evaluate, run_score
 from segmentor.loading import DEFAULT_MODEL, ModelLoadError, load_model
 
@@ -41,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     add_score_arguments(commands.add_parser("score", help="score predicted label maps against ground truth"))
     add_evaluate_arguments(commands.add_parser(
         "evaluate", help="segment and score: EmerDiff, the bilinear baseline and the oracle pair"))
+    evaluate_labels.add_arguments(commands.add_parser(
+        "evaluate-labels", help="label learning: annotate N images, label held-out segments, score"))
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands_by_name = {"segment": _segment, "bench": _bench, "flops": _flops, "score": run_score,
-                            "evaluate": run_evaluate}
+                            "evaluate": run_evaluate, "evaluate-labels": evaluate_labels.run}
         return commands_by_name[args.command](args)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)

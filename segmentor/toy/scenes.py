@@ -17,6 +17,11 @@ import cv2
 import numpy as np
 
 CLASS_NAMES: tuple[str, ...] = ("background", "disc", "box", "triangle", "ring", "ellipse")
+# The colour variant (label learning's check, segmentor.evaluation.labels): same shapes, but an object's
+# class is its colour family, which the bundled model's features do encode (its shapes they barely do).
+COLOUR_CLASS_NAMES: tuple[str, ...] = ("background", "red", "green", "blue")
+_COLOUR_CENTRES = {1: (210.0, 50.0, 50.0), 2: (50.0, 190.0, 60.0), 3: (50.0, 70.0, 210.0)}
+_COLOUR_SPREAD = 45.0  # each channel within +-this of its class centre
 
 MIN_SIZE = 16
 _SHIFT = 4  # OpenCV fixed-point bits: coordinates in 1/16 pixel
@@ -43,8 +48,15 @@ class Scene:
         return {int(i): int(self.class_map[self.instance_map == i][0]) for i in ids if i != 0}
 
 
-def generate_scene(seed: int, size: int = 64) -> Scene:
-    """Draw one scene of ``size``×``size`` pixels holding 2-5 visible objects."""
+def generate_scene(seed: int, size: int = 64, classes: str = "shape") -> Scene:
+    """Draw one scene of ``size``×``size`` pixels holding 2-5 visible objects.
+
+    ``classes="shape"``: an object's class is its shape (:data:`CLASS_NAMES`); ``"colour"``: its colour
+    family (:data:`COLOUR_CLASS_NAMES`), shapes still random. A shape scene is the same for a seed
+    whether or not the colour variant exists (its random draws are unchanged).
+    """
+    if classes not in ("shape", "colour"):
+        raise SceneError(f"scene classes must be 'shape' or 'colour', got {classes!r}")
     if size < MIN_SIZE:
         raise SceneError(f"scene size must be at least {MIN_SIZE} pixels, got {size}")
     rng = np.random.default_rng(seed)
@@ -54,14 +66,19 @@ def generate_scene(seed: int, size: int = 64) -> Scene:
     count = int(rng.integers(2, 6))
     for instance in range(1, count + 1):
         class_id, hard, soft = _place_shape(rng, size, instance_map)
-        colour = _distinct_colour(rng, image[hard].mean(axis=0))
+        if classes == "colour":
+            class_id = int(rng.integers(1, len(COLOUR_CLASS_NAMES)))
+            colour = _class_colour(rng, class_id, image[hard].mean(axis=0))
+        else:
+            colour = _distinct_colour(rng, image[hard].mean(axis=0))
         texture = _texture(rng, size, colour)
         alpha = soft[..., None]
         image = image * (1.0 - alpha) + texture * alpha
         instance_map[hard] = instance
         class_map[hard] = class_id
     image = image + rng.normal(0.0, 3.0, image.shape)  # sensor-like grain so no region is perfectly flat
-    return Scene(np.clip(image, 0, 255).round().astype(np.uint8), _consecutive(instance_map), class_map)
+    names = COLOUR_CLASS_NAMES if classes == "colour" else CLASS_NAMES
+    return Scene(np.clip(image, 0, 255).round().astype(np.uint8), _consecutive(instance_map), class_map, names)
 
 
 def write_scenes(out_dir: Path, count: int, seed: int, size: int = 64) -> list[Path]:
@@ -190,6 +207,17 @@ def _distinct_colour(rng: np.random.Generator, behind: np.ndarray) -> np.ndarray
         if np.linalg.norm(colour - behind) > 90:
             break
         colour = rng.uniform(0, 255, 3)
+    return colour
+
+
+def _class_colour(rng: np.random.Generator, class_id: int, behind: np.ndarray) -> np.ndarray:
+    """A colour of the class's family, far enough from what it is drawn over when the family allows."""
+    centre = np.array(_COLOUR_CENTRES[class_id])
+    colour = np.clip(centre + rng.uniform(-_COLOUR_SPREAD, _COLOUR_SPREAD, 3), 0, 255)
+    for _ in range(_PLACEMENT_TRIES):
+        if np.linalg.norm(colour - behind) > 90:
+            break
+        colour = np.clip(centre + rng.uniform(-_COLOUR_SPREAD, _COLOUR_SPREAD, 3), 0, 255)
     return colour
 
 

@@ -1,0 +1,364 @@
+"""Label learning: annotations in (webhooks, rebuilds), labelled segments out (predictions).
+
+Label Studio 1.23.2 creates a webhook ``<backend>/webhook`` with ``send_for_all_actions`` as soon as an ML
+backend is connected to a project, so every annotation event reaches us with its payload:
+``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` (``annotation``, ``task``, ``project`` objects),
+``ANNOTATIONS_CREATED`` (lists, bulk imports), ``ANNOTATIONS_DELETED`` (``annotations``: ids only) and
+``TASKS_DELETED``. "Start Training" (and, with "Start model training on annotation submission", every
+N-th saved annotation) posts ``START_TRAINING`` with the ``project``: we then rebuild the project's memory
+from every annotation, through Label Studio's API, in a background thread (Label Studio waits on it).
+
+Learning an annotation: the task's segmentation (from the cache when the task was predicted, else
+computed once, then cached for its prediction), every labelled mask region rasterised at the image size,
+the feature grid pooled under it (``segmentor.labelling``), the rows stored in place of the annotation's
+old ones. Bad input (malformed payload, project we cannot serve, label not in the config, unreadable
+image) is logged with its reason, answered 4xx, and never touches the memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from converters.label_config import LabelConfigError, parse_label_config
+from ml_backend.cache import CachedSegmentation
+from ml_backend.errors import TaskError
+from ml_backend.label_config import ProjectConfig, RegionTarget
+from ml_backend.label_memory import LabelMemory
+from segmentor.labelling import (
+    LabelClassifier,
+    LabelExample,
+    LabelGuess,
+    RegionLabelError,
+    examples_from_regions,
+    label_segments,
+    merge_same_label,
+    segment_embeddings,
+)
+
+logger = logging.getLogger(__name__)
+
+LEARN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
+FORGET_EVENTS = ("ANNOTATIONS_DELETED", "ANNOTATION_DELETED", "TASKS_DELETED")
+REBUILD_EVENT = "START_TRAINING"
+EVENTS = (*LEARN_EVENTS, *FORGET_EVENTS, REBUILD_EVENT)
+# Controls whose regions teach labels: every mask-like control on an image that some learning target uses.
+TEACHING_TAGS = ("PolygonLabels", "BrushLabels", "RectangleLabels")
+
+
+class LearningError(Exception):
+    """A webhook we cannot learn from; ``status`` is the HTTP answer, the message the logged reason."""
+
+    status = 400
+    reason = "malformed"
+
+
+class UnknownProjectError(LearningError):
+    status = 404
+    reason = "unknown_project"
+
+
+class UnlearnableError(LearningError):
+    status = 422
+    reason = "unlearnable"
+
+
+@dataclass(frozen=True)
+class SegmentLabels:
+    """A control's segments after labelling: the (maybe merged) label map and each segment's label/score."""
+
+    label_map: np.ndarray
+    labels: dict[int, str]
+    scores: dict[int, float]
+
+
+# segment(image reference, task id, target) -> the segmentation of that task's image for that control.
+SegmentFn = Callable[[str, object, RegionTarget], CachedSegmentation]
+
+
+class LabelLearning:
+    """The project memories of one service, and the two ways through them (learn, label)."""
+
+    def __init__(self, memory: LabelMemory | None, feature_space: str) -> None:
+        self.memory = memory
+        self.feature_space = feature_space
+        self._classifiers: dict[int, tuple[str, LabelClassifier]] = {}
+        self._classifiers_lock = threading.Lock()
+        self._rebuilds: dict[int, threading.Thread] = {}
+        self._rebuilds_lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.memory is not None
+
+    # --- predictions -------------------------------------------------------------------------------
+
+    def classifier(self, project: int | None) -> tuple[str, LabelClassifier] | None:
+        """The revision of ``project``'s memory and a classifier of it; None: nothing learnt, behave as before.
+
+        The classifier is built once per revision (reading the revision alone is a small query); the
+        revision goes into the model version, so both always describe the same examples.
+        """
+        if self.memory is None or project is None:
+            return None
+        revision = self.memory.revision(project, self.feature_space)
+        if revision is None:
+            return None
+        with self._classifiers_lock:
+            cached = self._classifiers.get(project)
+        if cached is not None and cached[0] == revision:
+            return cached
+        revision, examples = self.memory.snapshot(project, self.feature_space)
+        if revision is None:
+            return None
+        built = (revision, LabelClassifier(examples))
+        with self._classifiers_lock:
+            self._classifiers[project] = built
+        return built
+
+    def label(self, classifier: LabelClassifier, target: RegionTarget,
+              segmentation: CachedSegmentation) -> SegmentLabels | None:
+        """Learnt labels for ``target``'s segments; None when nothing learnt applies to this control."""
+        if not target.learn or segmentation.features is None:
+            return None
+        if not set(classifier.labels) & set(target.labels):
+            return None
+        embeddings = segment_embeddings(segmentation.features, segmentation.label_map)
+        guesses = label_segments(classifier, embeddings, target.labels, target.label, target.threshold)
+        labels = {segment: guess.label for segment, guess in guesses.items()}
+        scores = {segment: guess.confidence for segment, guess in guesses.items()}
+        label_map = segmentation.label_map
+        if target.merge:
+            label_map, members = merge_same_label(label_map, labels)
+            labels, scores = _merged(members, labels, guesses, label_map)
+        return SegmentLabels(label_map, labels, scores)
+
+    # --- webhooks ----------------------------------------------------------------------------------
+
+    def handle(self, action: str, body: dict, project_config: Callable[[object], ProjectConfig],
+               segment: SegmentFn, prepare_rebuild: Callable[[int], Callable[[], object]]) -> dict:
+        """Apply one webhook; :class:`LearningError` (with its HTTP status) when it cannot be learnt from.
+
+        ``prepare_rebuild(project)`` checks a rebuild can run (raising :class:`LearningError` if not) and
+        returns the job, which runs in the background.
+        """
+        if self.memory is None:
+            return {"learnt": False, "reason": "label learning is off (DATA_DIR=off)"}
+        project = _project_id(body)
+        if action == REBUILD_EVENT:
+            return {"rebuild": self.start_rebuild(project, prepare_rebuild(project))}
+        if action in FORGET_EVENTS:
+            return self._forget(action, body, project)
+        annotations, tasks = _annotations_and_tasks(body)
+        config = _project_config(body, project_config)
+        learnt = [self.learn(project, config, annotation, tasks.get(_annotation_task(annotation)), segment)
+                  for annotation in annotations]
+        return {"annotations": learnt}
+
+    def learn(self, project: int, config: ProjectConfig, annotation: dict, task: dict | None,
+              segment: SegmentFn, source: str | None = None) -> dict:
+        """Store what one annotation teaches (cancelled: forget it); the stored examples per label."""
+        annotation_id = _integer(annotation.get("id"), "annotation.id")
+        if annotation.get("was_cancelled"):
+            removed = self.memory.delete_annotations(project, [annotation_id])
+            return {"id": annotation_id, "cancelled": True, "forgotten": bool(removed)}
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise LearningError(f"annotation {annotation_id}: the payload has no task with a 'data' object")
+        task_id = _integer(task.get("id"), "task.id")
+        result = annotation.get("result")
+        if not isinstance(result, list):
+            raise LearningError(f"annotation {annotation_id}: 'result' must be a list of regions")
+        examples = self.examples(config, task, result, segment)
+        self.memory.replace_annotation(project, annotation_id, task_id, examples, self.feature_space,
+                                       source if source is not None else annotation_source(annotation, task))
+        counts: dict[str, int] = {}
+        for example in examples:
+            counts[example.label] = counts.get(example.label, 0) + 1
+        logger.info("project %s: learnt annotation %s of task %s: %s", project, annotation_id, task_id,
+                    counts or "no labelled regions")
+        return {"id": annotation_id, "task": task_id, "examples": counts}
+
+    def examples(self, config: ProjectConfig, task: dict, result: Sequence[dict],
+                 segment: SegmentFn) -> list[LabelExample]:
+        """The examples of an annotation's regions; nothing is stored here (the evaluation reuses it)."""
+        examples: list[LabelExample] = []
+        for data_key, (target, labels_of) in _teaching_controls(config).items():
+            regions = [r for r in result if isinstance(r, dict) and r.get("from_name") in labels_of]
+            if not regions:
+                continue
+            reference = task["data"].get(data_key)
+            if not isinstance(reference, str) or not reference.strip():
+                raise UnlearnableError(f"task {task.get('id')}: no image URL in data field {data_key!r}")
+            try:
+                segmentation = segment(reference, task.get("id"), target)
+            except TaskError as error:
+                raise UnlearnableError(f"task {task.get('id')}: {error.reason}: {error}") from error
+            if segmentation.features is None:
+                raise UnlearnableError(f"task {task.get('id')}: its cached segmentation has no feature grid "
+                                       "(written by an older version): delete CACHE_DIR's entry")
+            try:
+                examples += examples_from_regions(regions, segmentation.features, labels_of)
+            except RegionLabelError as error:
+                raise UnlearnableError(f"task {task.get('id')}: {error}") from error
+        return examples
+
+    def _forget(self, action: str, body: dict, project: int) -> dict:
+        if action == "TASKS_DELETED":
+            tasks = _id_list(body.get("tasks"), "tasks")
+            return {"forgotten": self.memory.delete_tasks(project, tasks)}
+        key = "annotations" if action == "ANNOTATIONS_DELETED" else "annotation"
+        ids = _id_list(body.get(key) if key == "annotations" else [body.get(key)], key)
+        return {"forgotten": self.memory.delete_annotations(project, ids)}
+
+    # --- rebuilds ----------------------------------------------------------------------------------
+
+    def start_rebuild(self, project: int, job: Callable[[], object]) -> str:
+        """Run ``job`` (a rebuild of ``project``) in a background thread unless one is running for it.
+
+        Label Studio posts START_TRAINING from the request that saves an annotation when "Start model
+        training on annotation submission" is on: answering at once keeps the annotator from waiting.
+        """
+        with self._rebuilds_lock:
+            running = self._rebuilds.get(project)
+            if running is not None and running.is_alive():
+                return "already running"
+
+            def run() -> None:
+                try:
+                    job()
+                except Exception:  # a background job has no caller to raise to: log it
+                    logger.exception("project %s: rebuilding the label memory failed", project)
+
+            thread = threading.Thread(target=run, name=f"label-memory-rebuild-{project}", daemon=True)
+            self._rebuilds[project] = thread
+            thread.start()
+        return "started"
+
+    def rebuild(self, project: int, config: ProjectConfig, tasks: Iterable[dict], segment: SegmentFn) -> dict:
+        """Make the memory of ``project`` hold exactly the annotations of ``tasks`` (Label Studio's, via its API).
+
+        Annotations learnt from the same result and image before are skipped; ones Label Studio no longer
+        has are forgotten; one that fails is logged and counted, the others still learnt.
+        """
+        known = self.memory.sources(project)
+        seen: set[int] = set()
+        report = {"learnt": 0, "unchanged": 0, "cancelled": 0, "failed": 0, "forgotten": 0}
+        for task in tasks:
+            for annotation in task.get("annotations") or []:
+                try:
+                    annotation_id = _integer(annotation.get("id"), "annotation.id")
+                    seen.add(annotation_id)
+                    source = annotation_source(annotation, task)
+                    if known.get(annotation_id) == source and not annotation.get("was_cancelled"):
+                        report["unchanged"] += 1
+                        continue
+                    outcome = self.learn(project, config, annotation, task, segment, source)
+                    report["cancelled" if outcome.get("cancelled") else "learnt"] += 1
+                except LearningError as error:
+                    report["failed"] += 1
+                    logger.warning("project %s: rebuild skips an annotation of task %s: %s: %s",
+                                   project, task.get("id"), error.reason, error)
+        report["forgotten"] = self.memory.delete_annotations(project, set(known) - seen)
+        logger.info("project %s: label memory rebuilt: %s", project, report)
+        return report
+
+
+def annotation_source(annotation: dict, task: dict) -> str:
+    """Digest of what an annotation is learnt from (its regions and its task's data)."""
+    payload = json.dumps([annotation.get("result"), task.get("data")], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def project_number(project: object) -> int | None:
+    """Label Studio's project id from ``/predict``'s and ``/setup``'s ``"<id>.<created timestamp>"``."""
+    if isinstance(project, int) and not isinstance(project, bool):
+        return project
+    if isinstance(project, str):
+        head = project.split(".", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+def _merged(members: dict[int, list[int]], labels: dict[int, str], guesses: dict[int, LabelGuess],
+            label_map: np.ndarray) -> tuple[dict[int, str], dict[int, float]]:
+    """Label and score of each merged segment: its members' label, their area-weighted confidence."""
+    areas = np.bincount(label_map.ravel())
+    merged_labels, merged_scores = {}, {}
+    for survivor, group in members.items():
+        known = [member for member in group if member in guesses]
+        if not known:
+            continue
+        merged_labels[survivor] = labels[known[0]]
+        weights = [max(int(areas[member]) if member < len(areas) else 0, 1) for member in known]
+        merged_scores[survivor] = float(np.average([guesses[m].confidence for m in known], weights=weights))
+    return merged_labels, merged_scores
+
+
+def _teaching_controls(config: ProjectConfig) -> dict[str, tuple[RegionTarget, dict[str, tuple[str, ...]]]]:
+    """Per image field with a learning target: that target (whose segmentation gives the features) and
+    the labels of every control on that image whose regions teach."""
+    learning = {}
+    for target in config.targets:
+        if target.learn and target.data_key not in learning:
+            learning[target.data_key] = target
+    controls = parse_label_config(config.label_config)
+    return {
+        data_key: (target, {c.name: tuple(c.labels) for c in controls
+                            if c.tag in TEACHING_TAGS and c.data_key == data_key})
+        for data_key, target in learning.items()
+    }
+
+
+def _project_id(body: dict) -> int:
+    project = body.get("project")
+    if isinstance(project, dict):
+        project = project.get("id")
+    number = project_number(project)
+    if number is None:
+        raise LearningError(f"'project' must be the project object (with an integer 'id'), got {project!r:.80}")
+    return number
+
+
+def _project_config(body: dict, project_config: Callable[[object], ProjectConfig]) -> ProjectConfig:
+    project = body.get("project")
+    label_config = project.get("label_config") if isinstance(project, dict) else None
+    if not isinstance(label_config, str) or not label_config.strip():
+        raise LearningError("'project.label_config' is missing: enable 'send payload' on the webhook")
+    try:
+        return project_config(label_config)
+    except (TaskError, LabelConfigError) as error:
+        raise UnknownProjectError(f"project {project.get('id')}: its label config cannot be served: {error}") from error
+
+
+def _annotations_and_tasks(body: dict) -> tuple[list[dict], dict[int, dict]]:
+    annotations, tasks = body.get("annotation"), body.get("task")
+    annotations = annotations if isinstance(annotations, list) else [annotations]
+    tasks = tasks if isinstance(tasks, list) else [tasks]
+    if not annotations or not all(isinstance(a, dict) for a in annotations):
+        raise LearningError("'annotation' must be an annotation object (or a list of them)")
+    by_id = {task["id"]: task for task in tasks if isinstance(task, dict) and isinstance(task.get("id"), int)}
+    return annotations, by_id
+
+
+def _annotation_task(annotation: dict) -> object:
+    task = annotation.get("task")
+    return task.get("id") if isinstance(task, dict) else task
+
+
+def _id_list(items: object, name: str) -> list[int]:
+    if not isinstance(items, list) or not items:
+        raise LearningError(f"'{name}' must be a non-empty list of objects with an integer 'id'")
+    return [_integer(item.get("id") if isinstance(item, dict) else None, f"{name}[].id") for item in items]
+
+
+def _integer(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LearningError(f"'{name}' must be an integer, got {value!r:.40}")
+    return value

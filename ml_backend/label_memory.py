@@ -1,0 +1,209 @@
+"""The per-project label memory: one row per annotated region (label, pooled embedding, area), in SQLite.
+
+File: ``DATA_DIR/label_memory.sqlite3``. Writes go through one lock in the process and SQLite's own
+write lock across processes (``BEGIN IMMEDIATE``; WAL mode so predictions read while a webhook writes).
+An annotation is the unit of change: storing it replaces all its rows in one transaction, deleting it
+removes them. Rows remember the feature space (the weights' identity) they were pooled in: features of
+other weights are not comparable, so a new model starts with an empty memory rather than a wrong one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segmentor.labelling import LabelExample
+
+FILE_NAME = "label_memory.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotations (
+    project INTEGER NOT NULL,
+    annotation INTEGER NOT NULL,
+    task INTEGER NOT NULL,
+    source TEXT NOT NULL,          -- digest of what was learnt from: result + image, for rebuilds to skip
+    PRIMARY KEY (project, annotation)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    project INTEGER NOT NULL,
+    annotation INTEGER NOT NULL,
+    region TEXT NOT NULL,
+    from_name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    feature_space TEXT NOT NULL,
+    area INTEGER NOT NULL,
+    embedding BLOB NOT NULL,       -- float32, little-endian
+    FOREIGN KEY (project, annotation) REFERENCES annotations (project, annotation) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS examples_by_project ON examples (project, feature_space);
+"""
+
+
+class LabelMemory:
+    """Thread-safe store of label examples per Label Studio project (by project id)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._ready = False
+
+    def _create(self) -> None:
+        """Make the file on the first write: a service that never learns leaves no trace on disk."""
+        if self._ready:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect(create=True) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+        self._ready = True
+
+    @contextlib.contextmanager
+    def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        # A connection per operation: sqlite3 connections must not cross threads, and opening one is cheap.
+        # Readers open the file read-only, so reading a memory that was never written creates nothing.
+        mode = "rwc" if create else "ro"
+        uri = f"{self.path.resolve().as_uri()}?mode={mode}"
+        connection = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        try:
+            connection.execute("PRAGMA foreign_keys=ON")
+            yield connection
+        finally:
+            connection.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            self._create()
+        with self._write_lock, self._connect(create=True) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def replace_annotation(
+        self,
+        project: int,
+        annotation: int,
+        task: int,
+        examples: Sequence[LabelExample],
+        feature_space: str,
+        source: str = "",
+    ) -> None:
+        """Store ``examples`` as everything annotation ``annotation`` teaches (its old rows go)."""
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM annotations WHERE project = ? AND annotation = ?", (project, annotation))
+            connection.execute("INSERT INTO annotations VALUES (?, ?, ?, ?)", (project, annotation, task, source))
+            connection.executemany(
+                "INSERT INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(project, annotation, e.region_id, e.from_name, e.label, feature_space, e.area,
+                  np.asarray(e.embedding, "<f4").tobytes()) for e in examples],
+            )
+
+    def delete_annotations(self, project: int, annotations: Iterable[int]) -> int:
+        """Forget these annotations of ``project``; the number that were stored."""
+        if not self.path.exists():  # nothing was ever learnt: forgetting must not create the file
+            return 0
+        with self._transaction() as connection:
+            return sum(
+                connection.execute(
+                    "DELETE FROM annotations WHERE project = ? AND annotation = ?", (project, annotation)
+                ).rowcount
+                for annotation in annotations
+            )
+
+    def delete_tasks(self, project: int, tasks: Iterable[int]) -> int:
+        """Forget every annotation of these tasks of ``project``; the number of annotations forgotten."""
+        if not self.path.exists():  # nothing was ever learnt: forgetting must not create the file
+            return 0
+        with self._transaction() as connection:
+            return sum(
+                connection.execute("DELETE FROM annotations WHERE project = ? AND task = ?", (project, task)).rowcount
+                for task in tasks
+            )
+
+    def clear(self, project: int) -> int:
+        """Forget everything of ``project``; the number of annotations forgotten."""
+        if not self.path.exists():  # nothing was ever learnt: forgetting must not create the file
+            return 0
+        with self._transaction() as connection:
+            return connection.execute("DELETE FROM annotations WHERE project = ?", (project,)).rowcount
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection, or None while the memory does not exist yet (or is being created)."""
+        if not self.path.exists():
+            yield None
+            return
+        try:
+            with self._connect() as connection:
+                yield connection
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):  # the file exists, its schema not yet: nothing learnt
+                raise
+
+    def _query(self, sql: str, parameters: tuple) -> list[tuple]:
+        rows: list[tuple] = []
+        with self._reading() as connection:
+            if connection is not None:
+                rows = connection.execute(sql, parameters).fetchall()
+        return rows
+
+    def sources(self, project: int) -> dict[int, str]:
+        """Annotation id -> the source digest it was learnt from."""
+        return dict(self._query("SELECT annotation, source FROM annotations WHERE project = ?", (project,)))
+
+    def snapshot(self, project: int, feature_space: str) -> tuple[str | None, list[LabelExample]]:
+        """The project's revision and its examples in ``feature_space``, read in one transaction."""
+        revision, rows = None, []
+        with self._reading() as connection:
+            if connection is None:
+                return None, []
+            connection.execute("BEGIN")
+            revision = _revision(connection, project, feature_space)
+            rows = connection.execute(
+                "SELECT region, from_name, label, area, embedding FROM examples "
+                "WHERE project = ? AND feature_space = ? ORDER BY annotation, rowid",
+                (project, feature_space),
+            ).fetchall()
+            connection.execute("COMMIT")
+        examples = [LabelExample(region, from_name, label, np.frombuffer(blob, "<f4").copy(), area)
+                    for region, from_name, label, area, blob in rows]
+        return revision, examples
+
+    def revision(self, project: int, feature_space: str) -> str | None:
+        """A digest of what ``project`` has learnt in ``feature_space``; None when nothing.
+
+        Made of the annotations' ids and source digests (an annotation's examples are a function of its
+        source), so it is cheap, changes when an annotation is learnt from something new or forgotten,
+        and stays when a rebuild stores the same again: it goes into the model version.
+        """
+        revision = None
+        with self._reading() as connection:
+            if connection is not None:
+                revision = _revision(connection, project, feature_space)
+        return revision
+
+    def counts(self, project: int) -> dict[str, int]:
+        """Stored examples per label (all feature spaces), for the CLI and logs."""
+        return dict(self._query(
+            "SELECT label, COUNT(*) FROM examples WHERE project = ? GROUP BY label ORDER BY label", (project,)))
+
+
+def _revision(connection: sqlite3.Connection, project: int, feature_space: str) -> str | None:
+    rows = connection.execute(
+        "SELECT annotation, source FROM annotations AS a WHERE project = ? AND EXISTS (SELECT 1 FROM examples "
+        "WHERE project = a.project AND annotation = a.annotation AND feature_space = ?) ORDER BY annotation",
+        (project, feature_space),
+    ).fetchall()
+    if not rows:
+        return None
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:12]
