@@ -45,16 +45,22 @@ def relative_name(reference: str) -> str:
     return "/".join(kept) or "image"
 
 
-def unique_names(names: Mapping[object, str]) -> dict[object, str]:
-    """``names`` (task id → relative name) with every name that two tasks share prefixed ``task-<id>/``.
+def unique_names(references: Mapping[object, str]) -> dict[object, str]:
+    """Task id → :func:`relative_name` of its image reference, unique per image.
 
-    Deterministic: a task's name depends on the export's content, not on the order of its tasks.
+    Tasks showing the same reference share its name (it is one file); different references that land on
+    one name are each prefixed ``task-<id>/``. Deterministic: a task's name depends on the export's
+    content, not on the order of its tasks.
     """
-    counts = Counter(names.values())
-    unique = {key: (name if counts[name] == 1 else f"task-{key}/{name}") for key, name in names.items()}
-    clashes = [name for name, count in Counter(unique.values()).items() if count > 1]
+    names = {key: relative_name(reference) for key, reference in references.items()}
+    sources: dict[str, set[str]] = {}
+    for key, name in names.items():
+        sources.setdefault(name, set()).add(references[key])
+    unique = {key: (name if len(sources[name]) == 1 else f"task-{key}/{name}") for key, name in names.items()}
+    taken = Counter(unique[key] for key in unique if len(sources[names[key]]) > 1)
+    clashes = [name for name in unique.values() if name in sources and taken[name]]
     if clashes:
-        raise ImageFileError(f"image names {clashes} are still shared after prefixing task ids")
+        raise ImageFileError(f"image names {sorted(set(clashes))} are still shared after prefixing task ids")
     return unique
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from converters.coco import ENCODINGS, CocoBuilder, CocoError
-from converters.images import ImageFileError, ImageFolders, image_size, relative_name, unique_names
+from converters.images import ImageFileError, ImageFolders, image_size, unique_names
 from converters.label_config import ControlTag, LabelConfigError, parse_label_config
 from converters.labelstudio import (
     BRUSH,
@@ -126,7 +126,7 @@ def label_studio_export_to_coco(
     kept = [t for t in tasks if t.annotated or keep_unannotated]
     sizes = _image_sizes(kept, folders or ImageFolders())
     try:
-        names = unique_names({t.id: relative_name(t.reference) for t in kept})
+        names = unique_names({t.id: t.reference for t in kept})
     except ImageFileError as error:
         raise ExportFormatError(str(error)) from error
 

@@ -14,7 +14,8 @@ import pytest
 DATA = Path(__file__).with_name("data")
 
 
-def _load_export_builder() -> ModuleType:
+def load_export_builder() -> ModuleType:
+    """``data/make_export.py`` as a module (it is a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("make_export", DATA / "make_export.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -24,7 +25,7 @@ def _load_export_builder() -> ModuleType:
 @pytest.fixture(scope="session")
 def export_builder() -> ModuleType:
     """``tests/converters/data/make_export.py``: ``build_export()``, ``source_masks()``, the polygons."""
-    return _load_export_builder()
+    return load_export_builder()
 
 
 @pytest.fixture(scope="session")

@@ -221,8 +221,12 @@ def test_relative_names_stay_inside_and_clashes_get_task_prefixes(tmp_path: Path
     assert relative_name("/data/local-files/?d=../../etc/passwd") == "etc/passwd"
     assert relative_name("s3://bucket/dir/y.png") == "bucket/dir/y.png"
     assert relative_name("https://host/a/../b.png?sig=1") == "host/a/b.png"
-    names = unique_names({7: "upload/1/a.png", 3: "upload/1/a.png", 5: "b.png"})
-    assert names == {7: "task-7/upload/1/a.png", 3: "task-3/upload/1/a.png", 5: "b.png"}
+    # Two files that land on one name (an upload, and a local file under a folder called upload) are told
+    # apart by task; one file shown by two tasks keeps its name.
+    names = unique_names(
+        {7: "/data/local-files/?d=upload/1/a.png", 3: "/data/upload/1/a.png", 5: "/b.png", 6: "/b.png"}
+    )
+    assert names == {7: "task-7/upload/1/a.png", 3: "task-3/upload/1/a.png", 5: "b.png", 6: "b.png"}
     root = tmp_path / "root"
     (root / "x").mkdir(parents=True)
     (tmp_path / "secret.png").write_bytes(b"")

@@ -147,8 +147,9 @@ def _local(name: str) -> dict:
     return {"image": f"/data/local-files/?d={LOCAL_FOLDER}/{name}"}
 
 
-def build_in_label_studio(url: str, token: str, document_root: Path, work_dir: Path) -> list[dict]:
-    """Make the fixture project in the Label Studio at ``url``; its snapshot JSON export (not normalised)."""
+def build_in_label_studio(url: str, token: str, document_root: Path, work_dir: Path) -> tuple[int, list[dict]]:
+    """Make the fixture project in the Label Studio at ``url``; its id and snapshot JSON export (not
+    normalised)."""
     client = LabelStudio(base_url=url, api_key=token)
     headers = {"Authorization": f"Token {token}"}
     paths = write_images(document_root, work_dir)
@@ -220,7 +221,7 @@ def build_in_label_studio(url: str, token: str, document_root: Path, work_dir: P
     first = min(client.annotations.list(id=night.id), key=lambda annotation: annotation.id)
     time.sleep(0.05)
     client.annotations.update(id=first.id, result=[polygon("n1Car0", CAR_POINTS_MOVED, "Car")])
-    return snapshot_export(client, project.id)
+    return project.id, snapshot_export(client, project.id)
 
 
 def snapshot_export(client: LabelStudio, project_id: int, export_type: str = "JSON") -> list[dict] | bytes:
@@ -320,7 +321,7 @@ def main() -> None:
         work.mkdir()
         root.mkdir()
         with running_label_studio(venv, work_dir=work, document_root=root) as server:
-            export = build_in_label_studio(server.url, server.token, root, work)
+            _, export = build_in_label_studio(server.url, server.token, root, work)
     EXPORT_PATH.write_text(json.dumps(normalise(export), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {EXPORT_PATH}")
 
