@@ -67,7 +67,8 @@ def _run(command: Sequence[str], *, timeout: float, what: str, **kwargs: object)
         raise DockerSetupError(f"{what}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
-def _apt_install(*packages: str) -> None:
+def apt_install(*packages: str) -> None:
+    """apt-get install PACKAGES (as root), for what a fresh machine lacks."""
     if os.geteuid() != 0:
         raise DockerSetupError(f"{', '.join(packages)} missing and not root: apt-get install -y {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -89,7 +90,7 @@ def docker_engine() -> Iterator[None]:
         yield
         return
     if shutil.which("dockerd") is None:
-        _apt_install("docker.io")
+        apt_install("docker.io")
     if os.geteuid() != 0:
         raise DockerSetupError("no Docker engine answers and only root can start dockerd here")
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def ensure_base_image() -> None:
     if docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
         return
     if shutil.which("debootstrap") is None:
-        _apt_install("debootstrap")
+        apt_install("debootstrap")
     with tempfile.TemporaryDirectory(dir=CACHE) as root:
         _run(["debootstrap", "--variant=minbase", "bookworm", root, DEBIAN_MIRROR], timeout=900, what="debootstrap")
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
