@@ -27,6 +27,7 @@ class StubState:
     predictions: dict[int, dict] = field(default_factory=dict)  # prediction id -> prediction
     fail_next: list[int] = field(default_factory=list)  # statuses for the next requests, in order
     lose_next_create_responses: int = 0  # creates that store the prediction, then answer 500
+    refuse_creates: int | None = None  # answer every create with this status (reads still work)
     log: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +95,8 @@ def create_stub_app(state: StubState) -> Flask:
     @app.post("/api/predictions/")
     def create_prediction():
         body = request.get_json()
+        if state.refuse_creates is not None:
+            return jsonify(detail="failing on purpose"), state.refuse_creates
         with state.lock:
             prediction_id = state.add_prediction(body["task"], body["model_version"], body["result"])
             state.predictions[prediction_id]["score"] = body.get("score")

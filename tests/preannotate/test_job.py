@@ -105,11 +105,13 @@ def test_transient_errors_are_retried_with_backoff(state: StubState, run_job) ->
 def test_label_studio_down_stops_cleanly_and_resumes(state: StubState, run_job, ledger_path) -> None:
     assert run_job("--limit", "2") == EXIT_OK
     (version,) = versions(state)
-    state.fail_next = [503] * 50  # down through every retry of the next push
+    state.fail_next = [503] * 3  # down at the start, through every retry
+    assert run_job("--retries", "2") == EXIT_RESUMABLE
+    state.refuse_creates = 503  # then down for pushes only: task 3 is segmented, its push never lands
     assert run_job("--retries", "2") == EXIT_RESUMABLE
     assert per_task(state, version) == {1: 1, 2: 1, 3: 0, 4: 0, 5: 0, 6: 0}
-    assert all(attempts <= 1 for *_, attempts in ledger_rows(ledger_path))  # the stop cost no attempt
-    state.fail_next = []
+    assert [row[4] for row in ledger_rows(ledger_path)] == [1, 1, 0]  # the stop cost task 3 no attempt
+    state.refuse_creates = None
     assert run_job() == EXIT_OK
     assert per_task(state, version) == dict.fromkeys(state.tasks, 1)
 
