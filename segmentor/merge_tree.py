@@ -21,7 +21,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 LINKAGES = ("ward", "average", "complete", "single")
 # Chosen by measurement on the synthetic scenes (docs/QUALITY.md, "Granularity from one segmentation").
-DEFAULT_LINKAGE = "average"
+DEFAULT_LINKAGE = "single"
 
 
 class MergeTreeError(ValueError):
