@@ -208,7 +208,10 @@ def _mask(segmentation: Any, width: int, height: int, region_id: str) -> np.ndar
             rle = {"size": segmentation.get("size"), "counts": segmentation["counts"].encode("ascii")}
         else:
             raise TypeError(f"unknown segmentation {segmentation!r:.80}")
-        mask = coco_mask.decode(rle).astype(bool)
+        decoded = coco_mask.decode(rle)
+        if decoded.max(initial=0) > 1:  # pycocotools decodes a corrupt RLE string into junk, not an error
+            raise ValueError("not a valid RLE")
+        mask = decoded.astype(bool)
     except (TypeError, ValueError, UnicodeError) as error:
         raise InvalidRegionError(f"region {region_id!r}: segmentation cannot be decoded ({error})") from error
     if mask.shape != (height, width):

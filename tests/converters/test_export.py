@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from converters.evaluate import evaluate
+from converters.evaluate import EvaluationInputError, evaluate
 from converters.images import ImageFolders, relative_name, unique_names
 from converters.label_config import LabelConfigError, parse_label_config
 from converters.labelstudio import region_to_mask
@@ -280,6 +280,27 @@ def test_evaluate_scores_the_ground_truth_as_its_own_detections_ap_1(
     assert [(e.iou_type, round(e.ap, 6)) for e in evaluations] == [("segm", 1.0), ("bbox", 1.0)]
     shifted = [r | {"bbox": [r["bbox"][0] + r["bbox"][2] / 2, *r["bbox"][1:]]} for r in results]
     assert evaluate(dataset, shifted)[1].ap < 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.update(image_id=99), "detection #0: image_id 99 is not an image of the dataset"),
+        (lambda r: r.update(category_id=6), "detection #0: category_id 6 is not a category"),
+        (lambda r: r.pop("score"), "detection #0: score must be a number, got None"),
+        (lambda r: r.update(segmentation=[[1, 2, 3, 4, 5, 6]]), "detection #0: segmentation must be COCO RLE"),
+        (lambda r: r.update(bbox=[1, 2]), r"detection #0: bbox must be \[x, y, width, height\]"),
+    ],
+)
+def test_evaluate_names_the_first_bad_detection(
+    export: list[dict], label_config: str, fixture_images: FixtureImages, change, message: str
+) -> None:
+    converted = _convert(export, label_config, fixture_images, predictions=True)
+    change(converted.results[0])
+    with pytest.raises(EvaluationInputError, match=f"^{message}"):
+        evaluate(converted.dataset, converted.results)
+    with pytest.raises(EvaluationInputError, match="the detections list is empty"):
+        evaluate(converted.dataset, [])
 
 
 def _as_rle(annotation: dict, dataset: dict) -> dict:
