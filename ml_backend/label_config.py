@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from converters.label_config import ControlTag, LabelConfigError, parse_label_config
+from converters.model_version import region_identity
 from ml_backend.errors import ProjectConfigError
 from ml_backend.settings import (
     MAX_MIN_AREA,
@@ -111,17 +112,11 @@ class RegionTarget:
 
     def identity(self) -> dict:
         """Every field that changes this control's output, for the model version."""
-        fields = {
-            "from_name": self.from_name,
-            "to_name": self.to_name,
-            "kind": self.kind,
-            "label": self.label,
-            "min_area": self.segmentation.min_area,
-            "segments": self.segments,
-        }
-        if self.kind == "polygon":
-            fields |= {"tolerance": self.tolerance, "max_vertices": self.max_vertices}
-        return fields
+        return region_identity(
+            from_name=self.from_name, to_name=self.to_name, kind=self.kind, label=self.label,
+            min_area=self.segmentation.min_area, segments=self.segments, tolerance=self.tolerance,
+            max_vertices=self.max_vertices,
+        )
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ what lives as long as the process (settings, loaded model, cache, downloader, me
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from converters.labelstudio import InvalidRegionError, regions_from_label_map, validate_regions
+from converters.model_version import prediction_version, version_string
 from ml_backend.cache import CachedSegmentation, SegmentationCache
 from ml_backend.errors import OutputValidationError, TaskDataError, TaskError
 from ml_backend.granularity import at_level
@@ -37,9 +36,6 @@ from segmentor.labelling import LabelClassifier
 
 logger = logging.getLogger(__name__)
 
-VERSION_PREFIX = "emerdiff"
-# Bump when the way regions are made changes without any setting changing, so Label Studio re-predicts.
-OUTPUT_REVISION = 1
 # Webhook events answered 201 and handed to fit(): what label learning listens to (ml_backend.label_learning).
 TRAINING_EVENTS = LEARNING_EVENTS
 
@@ -75,12 +71,6 @@ class Runtime:
         )
 
 
-def version_string(identity: dict) -> str:
-    """``emerdiff-<12 hex>``: a readable prefix and a short hash of everything that changes the output."""
-    payload = json.dumps({"revision": OUTPUT_REVISION, **identity}, sort_keys=True)
-    return f"{VERSION_PREFIX}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
-
-
 class EmerDiffModel:
     """Pre-annotates images of one project with EmerDiff segments as polygon and/or brush regions."""
 
@@ -107,18 +97,18 @@ class EmerDiffModel:
         comes from the cache; labelling costs milliseconds). Without examples the version is as before.
         """
         segmentation = self.runtime.segmentation
-        identity = {
-            "segmentations": {
-                target.from_name: segmentation.fingerprint(target.segmentation) for target in self.project.targets
-            },
-            "regions": [target.identity() for target in self.project.targets],
+        fingerprints = {
+            target.from_name: segmentation.fingerprint(target.segmentation) for target in self.project.targets
         }
+        regions = [target.identity() for target in self.project.targets]
+        learnt = {}
         if self._labelling is not None:
-            identity["labels"] = {
+            learnt["labels"] = {
                 "memory": self._labelling[0],
                 "controls": {t.from_name: [t.learn, t.threshold, t.merge] for t in self.project.targets},
             }
-        return version_string(identity)
+        # Shared with the segmentor CLI (predictions.json), so its folder imports carry this version.
+        return prediction_version(fingerprints, regions, **learnt)
 
     @cached_property
     def _labelling(self) -> tuple[str, LabelClassifier] | None:

@@ -16,7 +16,9 @@ from tqdm import tqdm
 
 from converters.coco import CocoBuilder
 from converters.labelstudio import regions_from_label_map
+from converters.model_version import prediction_version, region_identity
 from converters.overlay import overlay_image, write_png
+from converters.polygons import DEFAULT_MAX_VERTICES, DEFAULT_TOLERANCE
 from segmentor.emerdiff import EmerDiffSegmentor
 from segmentor.images import ImageError, load_image
 
@@ -57,7 +59,7 @@ def segment_files(paths: Sequence[Path], segmentor: EmerDiffSegmentor, out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     coco = CocoBuilder([task_format.label])
     tasks, failures = [], 0
-    version = f"emerdiff-{segmentor.fingerprint()}"
+    version = backend_version(segmentor, task_format)
     for path in tqdm(paths, desc="segmenting", unit="image", file=sys.stderr, disable=len(paths) < 2):
         started = time.perf_counter()
         try:
@@ -75,8 +77,11 @@ def segment_files(paths: Sequence[Path], segmentor: EmerDiffSegmentor, out_dir: 
         for segment in result.segments:
             coco.add_mask(image_id, task_format.label, result.mask(segment.id), score=segment.score)
         scores = {segment.id: segment.score for segment in result.segments}
+        # The region options the version names, as the backend applies them.
         regions = regions_from_label_map(result.label_map, kind="polygon", label=task_format.label,
-                                         from_name=task_format.from_name, to_name=task_format.to_name, scores=scores)
+                                         from_name=task_format.from_name, to_name=task_format.to_name, scores=scores,
+                                         min_area=segmentor.config.min_segment_area, tolerance=DEFAULT_TOLERANCE,
+                                         max_vertices=DEFAULT_MAX_VERTICES)
         tasks.append({
             "data": {task_format.to_name: task_format.image_reference(path)},
             "predictions": [{"model_version": version, "score": float(np.mean(list(scores.values()))),
@@ -88,6 +93,18 @@ def segment_files(paths: Sequence[Path], segmentor: EmerDiffSegmentor, out_dir: 
     _write_json(out_dir / "predictions.json", tasks)
     (out_dir / "label_config.xml").write_text(LABEL_CONFIG_TEMPLATE.format(**vars(task_format)))
     return failures
+
+
+def backend_version(segmentor: EmerDiffSegmentor, task_format: TaskFormat) -> str:
+    """The ``model_version`` the ML backend reports for label_config.xml with this segmentor's settings
+    (and polygon defaults), so an imported predictions.json is never predicted again by the backend."""
+    config = segmentor.config
+    region = region_identity(
+        from_name=task_format.from_name, to_name=task_format.to_name, kind="polygon", label=task_format.label,
+        min_area=config.min_segment_area, segments=config.num_segments, tolerance=DEFAULT_TOLERANCE,
+        max_vertices=DEFAULT_MAX_VERTICES,
+    )
+    return prediction_version({task_format.from_name: segmentor.fingerprint()}, [region])
 
 
 def _refuse_stem_collisions(paths: Sequence[Path]) -> None:
