@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_model_arguments(flops)
     flops.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
 
+    doctor = commands.add_parser("doctor", help="check the device, memory and weights; smoke-test float16 vs float32")
+    doctor.add_argument("--model", default=DEFAULT_MODEL,
+                        help="whose weights and memory to check (default: %(default)s)")
+    doctor.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    doctor.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+    doctor.add_argument("--k", type=int, default=EmerDiffConfig().num_segments, help="number of k-means masks")
+
     add_score_arguments(commands.add_parser("score", help="score predicted label maps against ground truth"))
     add_evaluate_arguments(commands.add_parser(
         "evaluate", help="segment and score: EmerDiff, the bilinear baseline and the oracle pair"))
@@ -48,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        commands_by_name = {"segment": _segment, "bench": _bench, "flops": _flops, "score": run_score,
-                            "evaluate": run_evaluate, "evaluate-labels": evaluate_labels.run}
+        commands_by_name = {"segment": _segment, "bench": _bench, "flops": _flops, "doctor": _doctor,
+                            "score": run_score, "evaluate": run_evaluate, "evaluate-labels": evaluate_labels.run}
         return commands_by_name[args.command](args)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -110,6 +117,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(text + "\n")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from segmentor.doctor import run_doctor
+
+    lines, ok = run_doctor(args.model, args.device, args.size, args.k)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def _flops(args: argparse.Namespace) -> int:

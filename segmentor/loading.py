@@ -102,7 +102,6 @@ def load_model(reference: str, device: str | None = None, dtype: str | None = No
     parts = _load_parts(folder, torch_dtype)
     for module in (parts["vae"], parts["unet"], parts["text_encoder"]):
         module.to(torch_device).eval().requires_grad_(False)
-    honour_force_upcast(parts["vae"], torch_dtype)
     return DiffusionModel(device=torch_device, dtype=torch_dtype, reference=reference,
                           identity=_folder_identity(folder), **parts)
 
@@ -115,6 +114,12 @@ def honour_force_upcast(vae: AutoencoderKL, dtype: torch.dtype) -> None:
     """
     if dtype == torch.float16 and vae.config.get("force_upcast", False):
         vae.to(torch.float32)
+
+
+def _vae_dtype(folder: Path, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the VAE is loaded in: float32 under float16 when it asks for force_upcast (see above)."""
+    upcast = dtype == torch.float16 and AutoencoderKL.load_config(folder, subfolder="vae").get("force_upcast", False)
+    return torch.float32 if upcast else dtype
 
 
 def _hub_snapshot(hub_id: str) -> Path:
@@ -141,7 +146,7 @@ def _load_parts(folder: Path, dtype: torch.dtype) -> dict:
     loaders = {
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
         "text_encoder": lambda: CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype),
-        "vae": lambda: AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype),
+        "vae": lambda: AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=_vae_dtype(folder, dtype)),
         "unet": lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype),
         "scheduler": lambda: DDIMScheduler.from_pretrained(source, subfolder="scheduler"),
     }
