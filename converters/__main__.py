@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m converters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     ls2coco = commands.add_parser("ls2coco", help="Label Studio JSON export → COCO instance segmentation")

@@ -23,6 +23,7 @@ from converters.label_config import ControlTag, parse_label_config
 from converters.labelstudio import (
     BRUSH,
     MASK_TYPES,
+    MAX_PIXELS,
     POLYGON,
     RECTANGLE,
     InvalidRegionError,
@@ -30,7 +31,7 @@ from converters.labelstudio import (
     polygon_regions,
     rectangle_region,
 )
-from converters.polygons import mask_to_polygons
+from converters.polygons import mask_to_polygons, polygons_to_mask
 
 DEFAULT_IMAGE_PREFIX = "/data/local-files/?d="
 # Corners of a rectangle meet at right angles: |cos| of each corner's angle below this.
@@ -99,10 +100,13 @@ def _read(dataset: Any) -> tuple[dict[int, dict], dict[int, str], list[dict]]:
             and isinstance(image.get("file_name"), str)
             and _is_int(image.get("width"))
             and _is_int(image.get("height"))
+            and 0 < image["width"] * image["height"] <= MAX_PIXELS
             and image["width"] > 0
-            and image["height"] > 0
         ):
-            raise CocoFormatError(f"image {image!r:.120} needs an integer id, a file_name and a positive size")
+            raise CocoFormatError(
+                f"image {image!r:.120} needs an integer id, a file_name and a positive size of at most "
+                f"{MAX_PIXELS} pixels"
+            )
         images[image["id"]] = image
     categories = {}
     for category in dataset["categories"]:
@@ -117,6 +121,8 @@ def _read(dataset: Any) -> tuple[dict[int, dict], dict[int, str], list[dict]]:
             raise CocoFormatError(f"{where}: image_id {annotation.get('image_id')!r} is not an image of the file")
         if annotation.get("category_id") not in categories:
             raise CocoFormatError(f"{where}: category_id {annotation.get('category_id')!r} is not a category")
+        if "score" in annotation and not _is_finite(annotation["score"]):
+            raise CocoFormatError(f"{where}: score must be a number, got {annotation['score']!r}")
     return images, categories, dataset["annotations"]
 
 
@@ -144,7 +150,9 @@ def _region(annotation: dict, image: dict, label: str, controls: dict[str, Contr
         return _polygon(rings[0], image, label, controls[POLYGON], score, region_id)
     if not segmentation:
         raise InvalidRegionError(f"region {region_id!r}: a box needs a RectangleLabels control holding {label!r}")
-    mask = _mask(segmentation, width, height, region_id)
+    mask = polygons_to_mask(rings, height, width) if rings else _rle_mask(segmentation, width, height, region_id)
+    if not mask.any():
+        raise InvalidRegionError(f"region {region_id!r}: the segmentation covers no pixel")
     if BRUSH in controls:
         return brush_region(mask, label=label, score=score, region_id=region_id, **_names(controls[BRUSH]))
     polygons = mask_to_polygons(mask, min_area=0)
@@ -198,27 +206,27 @@ def _is_rectangle(ring: np.ndarray) -> bool:
     return bool(np.abs(cosines).max() < _RIGHT_ANGLE_COS) and clockwise
 
 
-def _mask(segmentation: Any, width: int, height: int, region_id: str) -> np.ndarray:
+def _rle_mask(segmentation: Any, width: int, height: int, region_id: str) -> np.ndarray:
+    if not (isinstance(segmentation, dict) and segmentation.get("size") == [height, width]):
+        raise InvalidRegionError(
+            f"region {region_id!r}: segmentation must be polygons or RLE of size [{height}, {width}]"
+        )
+    counts = segmentation.get("counts")
     try:
-        if isinstance(segmentation, list):
-            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
-        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        if isinstance(counts, list):  # uncompressed RLE: run lengths that must cover the image exactly
+            if not all(_is_int(run) and run >= 0 for run in counts) or sum(counts) != width * height:
+                raise ValueError("run lengths do not add up to the image")
             rle = coco_mask.frPyObjects(segmentation, height, width)
-        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
-            rle = {"size": segmentation.get("size"), "counts": segmentation["counts"].encode("ascii")}
+        elif isinstance(counts, str):
+            rle = {"size": [height, width], "counts": counts.encode("ascii")}
         else:
-            raise TypeError(f"unknown segmentation {segmentation!r:.80}")
+            raise ValueError(f"counts must be a string or a list, got {type(counts).__name__}")
         decoded = coco_mask.decode(rle)
         if decoded.max(initial=0) > 1:  # pycocotools decodes a corrupt RLE string into junk, not an error
             raise ValueError("not a valid RLE")
-        mask = decoded.astype(bool)
     except (TypeError, ValueError, UnicodeError) as error:
         raise InvalidRegionError(f"region {region_id!r}: segmentation cannot be decoded ({error})") from error
-    if mask.shape != (height, width):
-        raise InvalidRegionError(f"region {region_id!r}: RLE size {list(mask.shape)} is not the image's")
-    if not mask.any():
-        raise InvalidRegionError(f"region {region_id!r}: the segmentation covers no pixel")
-    return mask
+    return decoded.astype(bool)
 
 
 def _is_int(value: Any) -> bool:

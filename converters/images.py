@@ -92,7 +92,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(_EXIF_ORIENTATION)
-    except (OSError, UnidentifiedImageError) as error:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise ImageFileError(f"cannot read the size of {path}: {error}") from error
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
 

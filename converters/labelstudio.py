@@ -50,6 +50,9 @@ BRUSH = "brushlabels"
 RECTANGLE = "rectanglelabels"
 #: Region types that cover an area of the image: the ones :func:`region_to_mask` rasterises.
 MASK_TYPES = (POLYGON, BRUSH, RECTANGLE)
+#: Largest image (width x height) a region may claim: 16384², a 256 MiB mask. Sizes come from untrusted
+#: JSON, and a region is rasterised at its full size.
+MAX_PIXELS = 1 << 28
 # Decimals kept of a percent coordinate: 1e-4 % is 0.01 px on a 10,000 px image.
 _PERCENT_DECIMALS = 4
 
@@ -306,6 +309,11 @@ def _check_region_shape(region: dict, region_id: Any) -> None:
         size = region.get(key)
         if not _is_int(size) or size <= 0:
             raise InvalidRegionError(f"region {region_id!r}: {key} must be a positive integer, got {size!r}")
+    if region["original_width"] * region["original_height"] > MAX_PIXELS:
+        raise InvalidRegionError(
+            f"region {region_id!r}: image size {region['original_width']}x{region['original_height']} is over "
+            f"the {MAX_PIXELS} pixel limit"
+        )
     value = region.get("value")
     if not isinstance(value, dict):
         raise InvalidRegionError(f"region {region_id!r}: 'value' must be a JSON object, got {value!r:.80}")

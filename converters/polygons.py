@@ -65,6 +65,8 @@ _MITER_LIMIT = 2.0
 _TOLERANCE_GROWTH = 1.25
 # Below this the fidelity search jumps to tolerance 0 (every corner of the pixel outline kept, exact).
 _SMALLEST_TOLERANCE = 0.2
+# Coordinates are clamped to ±this many pixels before clipping, so that clipping's arithmetic stays finite.
+_FAR = 1e9
 
 
 class InvalidMaskError(ValueError):
@@ -140,11 +142,16 @@ def polygons_to_mask(polygons: Sequence[np.ndarray], height: int, width: int) ->
     """Rasterise rings of ``(x, y)`` points into a bool ``height`` x ``width`` mask (union of the rings).
 
     A pixel is set when its centre lies inside a ring (pycocotools' rule, the one ``annToMask`` applies
-    to COCO polygons). Coordinates outside the image are clipped by the rasteriser.
+    to COCO polygons). Rings are cut to the image first: pycocotools' scanline buffer grows with the
+    coordinates' span, so one far-away vertex (untrusted input) would exhaust memory.
     """
     if height <= 0 or width <= 0:
         raise InvalidMaskError(f"mask size must be positive, got {height}x{width}")
-    rings = [_as_ring(polygon, index) for index, polygon in enumerate(polygons)]
+    clipped = (
+        clip_to_frame(np.clip(_as_ring(polygon, index), -_FAR, _FAR), (width, height))
+        for index, polygon in enumerate(polygons)
+    )
+    rings = [ring for ring in clipped if len(ring) >= 3]
     if not rings:
         return np.zeros((height, width), dtype=bool)
     rles = coco_mask.frPyObjects([ring.ravel().tolist() for ring in rings], height, width)

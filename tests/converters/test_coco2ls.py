@@ -106,6 +106,8 @@ def test_boxes_and_rectangular_rings_become_rectangles_other_rings_polygons() ->
             "a mask with holes or several parts needs a BrushLabels control holding 'thing'",
         ),
         ({"segmentation": [[1.0, 1.0, "x", 1.0, 5.0, 8.0]]}, BOX_ONLY, "ring must be >= 3"),
+        ({"segmentation": {"size": [3000, 4000], "counts": "0"}}, BOX_ONLY, r"RLE of size \[30, 40\]"),
+        ({"segmentation": {"size": [30, 40], "counts": [5, 10]}}, BOX_ONLY, "run lengths do not add up"),
         ({"bbox": [0, 0, 0, 5]}, BOX_ONLY, "no valid bbox"),
         ({"bbox": [0, 0, 5, 5]}, BOX_ONLY.replace("RectangleLabels", "BrushLabels"), "a box needs a RectangleLabels"),
     ],
@@ -122,6 +124,12 @@ def test_malformed_coco_files_are_refused() -> None:
     bad_category["categories"] = [{"id": 3, "name": "other"}]
     with pytest.raises(CocoFormatError, match="category 'other' is a label of no"):
         coco_to_label_studio_tasks(bad_category, BOX_ONLY)
+    with pytest.raises(CocoFormatError, match="annotation 1: score must be a number, got 'high'"):
+        coco_to_label_studio_tasks(_dataset({"bbox": [0, 0, 5, 5], "score": "high"}), BOX_ONLY)
+    huge = _dataset()
+    huge["images"][0].update(width=100_000, height=100_000)
+    with pytest.raises(CocoFormatError, match="positive size of at most"):
+        coco_to_label_studio_tasks(huge, BOX_ONLY)
     orphan = _dataset({"bbox": [0, 0, 5, 5], "image_id": 9})
     with pytest.raises(CocoFormatError, match="image_id 9 is not an image"):
         coco_to_label_studio_tasks(orphan, BOX_ONLY)

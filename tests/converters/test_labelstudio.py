@@ -176,6 +176,20 @@ def test_rotated_rectangle_mask_matches_an_independent_rasteriser(x, y, width, h
     assert np.allclose(rectangle_pixels(back), rectangle_pixels(region), atol=1e-3)
 
 
+def test_far_away_corners_are_cut_to_the_image_not_rasterised_in_full() -> None:
+    # pycocotools' scanline buffer grows with the coordinates' span: 1e12 % used to exhaust memory.
+    expected = np.zeros((50, 100), bool)
+    expected[10:30, :] = True
+    for far in (1e6, 1e12, 1e300):
+        assert np.array_equal(region_to_mask(_rectangle(-far / 2, 20, far, 40, 0)), expected)
+
+
+def test_regions_claiming_huge_images_are_refused() -> None:
+    region = _rectangle(10, 10, 20, 20, 0, size=(100_000, 100_000))
+    with pytest.raises(InvalidRegionError, match=r"^region 'box1': image size 100000x100000 is over the"):
+        region_to_mask(region)
+
+
 def test_rectangles_are_validated_against_the_config() -> None:
     config = (
         '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
