@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # `docker stop` and Kubernetes send SIGTERM: stop as after Ctrl-C, releasing tasks in flight.
+    signal.signal(signal.SIGTERM, _interrupt)
     if not args.url or not args.api_key:
         raise SettingsError("--url and --api-key (or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY) are required")
     settings = dataclasses.replace(Settings.from_env(), label_studio_url=args.url.rstrip("/"),
@@ -121,6 +124,10 @@ def _pool(args: argparse.Namespace, settings: Settings, label_config: str) -> Po
     address = None if args.ray == "local" else args.ray
     return RayPool(settings, label_config, args.project, address=address, actors=args.actors,
                    cpus_per_actor=args.cpus_per_actor)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _positive(text: str) -> int:

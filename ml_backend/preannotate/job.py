@@ -76,6 +76,8 @@ def run_job(api: LabelStudioApi, pool: Pool, ledger: Ledger, options: JobOptions
         _predict_and_push(api, pool, ledger, todo, options, summary)
     except LabelStudioUnavailableError as error:
         summary.stopped = str(error)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see cli): stop like an outage, resumable
+        summary.stopped = "interrupted"
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -135,7 +137,7 @@ def _predict_and_push(
             in_flight.discard(task_id)
             progress.set_postfix(failed=summary.failed, refresh=False)
             progress.update()
-    except LabelStudioUnavailableError:
+    except (LabelStudioUnavailableError, KeyboardInterrupt):
         for task_id in in_flight:
             ledger.released(task_id)
         summary.left += len(todo) - summary.pushed - summary.failed

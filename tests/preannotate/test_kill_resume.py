@@ -1,5 +1,5 @@
-"""A real job process killed with SIGKILL mid-run, then run again: every task ends with exactly one
-prediction of the version, none is pushed twice."""
+"""A real job process stopped with SIGTERM, then killed with SIGKILL mid-run, then run again: every task
+ends with exactly one prediction of the version, none is pushed twice."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_backend.preannotate.cli import EXIT_OK
+from ml_backend.preannotate.cli import EXIT_OK, EXIT_RESUMABLE
 from tests.e2e.backend import REPO_ROOT
 from tests.preannotate.stub_label_studio import TOKEN, StubState
 
@@ -29,21 +29,31 @@ def start_job(stub_url: str, env: dict[str, str], log: Path) -> subprocess.Popen
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
-def test_sigkill_mid_run_then_resume(state: StubState, stub_url: str, job_env: dict[str, str],
-                                     tmp_path: Path) -> None:
+def interrupt_after(pushes: int, job: subprocess.Popen, state: StubState, log: Path, signum: int) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while len(state.predictions) < pushes:
+            assert job.poll() is None, f"the job ended before it was stopped:\n{log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        os.kill(job.pid, signum)
+    finally:
+        job.wait(timeout=120)
+
+
+def test_sigterm_then_sigkill_mid_run_then_resume(state: StubState, stub_url: str, job_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
     # A cache of its own: with segmentations already cached the run could end before the kill.
     env = job_env | {"CACHE_DIR": str(tmp_path / "cache")}
     log = tmp_path / "job.log"
+    # SIGTERM (docker stop): a clean, resumable stop with a summary.
+    stopped = start_job(stub_url, env, log)
+    interrupt_after(1, stopped, state, log, signal.SIGTERM)
+    assert stopped.returncode == EXIT_RESUMABLE, log.read_text()
+    assert "stopped early: interrupted" in log.read_text()
+    # SIGKILL: no chance to clean up at all.
     job = start_job(stub_url, env, log)
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while len(state.predictions) < KILL_AFTER_PUSHES:
-            assert job.poll() is None, f"the job ended before it was killed:\n{log.read_text()}"
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        os.kill(job.pid, signal.SIGKILL)
-    finally:
-        job.wait(timeout=60)
+    interrupt_after(KILL_AFTER_PUSHES + 1, job, state, log, signal.SIGKILL)
     assert job.returncode == -signal.SIGKILL
     time.sleep(0.5)  # a push the kill cut off may still be stored by the server
     pushed_before = len(state.predictions)
