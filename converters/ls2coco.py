@@ -1,6 +1,6 @@
 """Label Studio JSON export → a COCO instance-segmentation dataset (and a detections list of its predictions).
 
-What each region type becomes (README, "Converting exports to COCO"): a polygon keeps its ring; a brush
+What each region type becomes (README, "Converters"): a polygon keeps its ring; a brush
 region its exact mask (RLE when it has holes, polygons otherwise, or as ``encoding`` says); a rectangle,
 rotated or not, its 4 corners as a polygon and the box as drawn as ``bbox``. Every other result
 (keypoints, ellipses, choices, text…) is counted in :attr:`CocoExport.skipped`, never silently lost.
@@ -24,7 +24,7 @@ import itertools
 import math
 import numbers
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -145,7 +145,7 @@ def label_studio_export_to_coco(
     return converted
 
 
-def category_ids(controls: Sequence[ControlTag] | Any) -> dict[str, int]:
+def category_ids(controls: Iterable[ControlTag]) -> dict[str, int]:
     """Label → COCO category id: ``category="N"`` attributes first, then free ids from 1 in config order."""
     order: list[str] = []
     explicit: dict[str, int] = {}
