@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ml_backend import label_memory_cli
 from ml_backend.preannotate import cli as preannotate_cli
 
 
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     preannotate_cli.register(commands)
+    label_memory_cli.register(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

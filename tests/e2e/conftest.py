@@ -93,6 +93,7 @@ def backend(
         "LABEL_STUDIO_API_KEY": label_studio.token,
         "LOCAL_FILES_DOCUMENT_ROOT": str(document_root),
         "CACHE_DIR": str(work_dir / "cache"),
+        "DATA_DIR": str(work_dir / "data"),  # the label memory (label learning), never the user's home
     }
     with running_backend(settings, log_path=work_dir / "backend.log") as server:
         TIMINGS["backend start"] = server.start_seconds

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from tests.labels.conftest import (
+from tests.labels.support import (
     CONFIG,
     annotation_event,
     label_config,

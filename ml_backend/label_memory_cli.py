@@ -1,0 +1,77 @@
+"""``python -m ml_backend memory {rebuild,show,clear} --project N``: the label memory from the command line.
+
+Settings come from the service's environment variables (``EMERDIFF_MODEL``, ``DATA_DIR``, ``CACHE_DIR``,
+``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``, the image policy...), so a rebuild writes the memory the
+service reads, with the service's model and segmentations (cached ones are reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+from ml_backend.label_learning import LearningError
+from ml_backend.label_memory import FILE_NAME, LabelMemory
+from ml_backend.settings import Settings, SettingsError
+
+EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``memory`` sub-command to ``python -m ml_backend``."""
+    parser = commands.add_parser("memory", help="rebuild, show or clear a project's label memory",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="memory_action", required=True)
+    rebuild = actions.add_parser("rebuild", help="learn every annotation of the project from Label Studio's API "
+                                                 "(unchanged ones are skipped, deleted ones forgotten)")
+    rebuild.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+                         help="Label Studio base URL (default: $LABEL_STUDIO_URL)")
+    rebuild.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"),
+                         help="legacy token or personal access token (default: $LABEL_STUDIO_API_KEY)")
+    show = actions.add_parser("show", help="print the examples stored per label")
+    clear = actions.add_parser("clear", help="forget everything the project taught")
+    for action in (rebuild, show, clear):
+        action.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if settings.data_dir is None:
+        print("error: DATA_DIR=off: label learning is off, there is no memory", file=sys.stderr)
+        return EXIT_UNUSABLE
+    memory = LabelMemory(settings.data_dir / FILE_NAME)
+    if args.memory_action == "show":
+        print(json.dumps({"project": args.project, "memory": str(memory.path),
+                          "examples_per_label": memory.counts(args.project)}, indent=2))
+        return EXIT_OK
+    if args.memory_action == "clear":
+        print(f"forgot {memory.clear(args.project)} annotations of project {args.project}", file=sys.stderr)
+        return EXIT_OK
+    return _rebuild(dataclasses.replace(settings, label_studio_url=args.url, label_studio_api_key=args.api_key),
+                    args.project)
+
+
+def _rebuild(settings: Settings, project: int) -> int:
+    from ml_backend.label_sync import prepare_rebuild
+    from ml_backend.model import Runtime
+    from segmentor import ModelLoadError, load_model
+
+    try:
+        model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
+        job = prepare_rebuild(Runtime.create(settings, model), project)
+    except (LearningError, ModelLoadError, SettingsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    report = job()
+    print(json.dumps({"project": project, **report}, indent=2))
+    return EXIT_FAILED if report["failed"] else EXIT_OK

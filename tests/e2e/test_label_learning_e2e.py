@@ -1,0 +1,148 @@
+"""Label learning against a real Label Studio 1.23.2: annotations made through its API reach the backend
+through the webhook Label Studio creates when the model is connected, and the next predictions carry them.
+
+Annotators accept predicted regions and pick labels; "Retrieve Predictions" then predicts again every task
+whose prediction is of an older model version (the version carries the label memory's revision).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import pytest
+import requests
+from label_studio_sdk import LabelStudio
+
+from ml_backend.label_learning import UnknownProjectError
+from ml_backend.label_sync import prepare_rebuild
+from ml_backend.model import Runtime
+from ml_backend.settings import Settings
+from segmentor import load_model
+from segmentor.toy.scenes import generate_scene
+from tests.e2e.backend import BackendServer
+from tests.e2e.conftest import BACKEND_SETTINGS, TIMINGS
+from tests.e2e.label_studio import LabelStudioServer
+from tests.e2e.workflow import Workflow
+from tests.labels.support import label_config, labels_by_segment, largest_segments, relabelled
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CONTROL = "outline"
+CONFIG = label_config(CONTROL)
+SEEDS = (501, 502, 503)
+WEBHOOK_WAIT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def colour_scenes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("colour-scenes")
+    paths = []
+    for seed in SEEDS:
+        path = folder / f"colour_{seed}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(generate_scene(seed, 64, classes="colour").image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+class Project:
+    """One Label Studio project with the backend connected; reads predictions of the current version."""
+
+    def __init__(self, client: LabelStudio, workflow: Workflow, backend: BackendServer, scenes: list[Path]) -> None:
+        self.client, self.workflow, self.backend = client, workflow, backend
+        project = client.projects.create(title="EmerDiff label learning", label_config=CONFIG)
+        self.id = project.id
+        assert workflow.upload_images(self.id, scenes) == len(scenes)
+        self.ml_id = client.ml.create(project=self.id, url=backend.url, title="EmerDiff").id
+        self.tasks = sorted(task.id for task in client.tasks.list(project=self.id))
+
+    def backend_version(self) -> str:
+        response = requests.post(f"{self.backend.url}/setup", json={"project": f"{self.id}.0", "schema": CONFIG},
+                                 timeout=10)
+        response.raise_for_status()
+        return response.json()["model_version"]
+
+    def wait_for_version(self, done: Callable[[str], bool]) -> None:
+        """Label Studio posts the webhook with a 1 s timeout and moves on; the backend may still be learning."""
+        deadline = time.monotonic() + WEBHOOK_WAIT_S
+        while not done(self.backend_version()):
+            assert time.monotonic() < deadline, "the webhooks never brought the backend's model version there"
+            time.sleep(0.5)
+
+    def predictions(self) -> dict[int, dict]:
+        """Retrieve Predictions, then each task's prediction of the version Label Studio now holds."""
+        self.workflow.retrieve_predictions(self.id)
+        version = self.client.ml.get(id=self.ml_id).model_version
+        found = {}
+        for task_id in self.tasks:
+            current = [p for p in self.client.predictions.list(task=task_id) if p.model_version == version]
+            assert len(current) == 1, f"task {task_id}: {len(current)} predictions of {version}"
+            found[task_id] = {"result": current[0].result, "score": current[0].score, "model_version": version}
+        return found
+
+    def annotate(self, task_id: int, prediction: dict, labels: dict[int, str]) -> int:
+        before = self.backend_version()
+        annotation = self.client.annotations.create(id=task_id, result=relabelled(prediction, labels))
+        self.wait_for_version(lambda version: version != before)
+        return annotation.id
+
+
+def test_labels_learnt_from_annotations(ls_client: LabelStudio, label_studio: LabelStudioServer,
+                                        backend: BackendServer, colour_scenes: list[Path],
+                                        model_reference: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    workflow = Workflow(ls_client, label_studio.url, label_studio.token)
+    project = Project(ls_client, workflow, backend, colour_scenes)
+    first, second, third = project.tasks
+    original = project.predictions()
+    assert {label for p in original.values() for label in labels_by_segment(p).values()} == {"Object"}
+
+    # Two tasks annotated with different labels: each image's annotated segments come back with them.
+    red, blue = largest_segments(original[first], 2)
+    (green,) = largest_segments(original[second], 1)
+    annotations = [project.annotate(first, original[first], {red: "Red", blue: "Blue"}),
+                   project.annotate(second, original[second], {green: "Green"})]
+    learnt = project.predictions()
+    assert labels_by_segment(learnt[first])[red] == "Red" and labels_by_segment(learnt[first])[blue] == "Blue"
+    assert labels_by_segment(learnt[second])[green] == "Green"
+    assert [r["value"]["points"] for r in learnt[first]["result"]] == [
+        r["value"]["points"] for r in original[first]["result"]]  # the same segmentation, from the cache
+
+    # A further annotation changes the third task's prediction.
+    (more,) = [s for s in largest_segments(original[second], 2) if s != green]
+    annotations.append(project.annotate(second, original[second], {more: "Blue"}))
+    assert project.predictions()[third]["result"] != learnt[third]["result"]
+
+    # The same memory, rebuilt through Label Studio's API (what "Start Training" and the CLI do).
+    _rebuild_through_the_api(label_studio, project.id, model_reference, tmp_path)
+
+    # Deleting every annotation returns the default label (and the version Label Studio first got).
+    for annotation in annotations:
+        ls_client.annotations.delete(id=annotation)
+    project.wait_for_version(lambda version: version == original[first]["model_version"])
+    assert project.predictions() == original
+    TIMINGS["label learning e2e"] = time.monotonic() - started
+
+
+def _rebuild_through_the_api(label_studio: LabelStudioServer, project: int, model_reference: str,
+                             tmp_path: Path) -> None:
+    settings = Settings(
+        model=model_reference,
+        device="cpu",
+        num_segments=int(BACKEND_SETTINGS["EMERDIFF_NUM_SEGMENTS"]),
+        seed=int(BACKEND_SETTINGS["EMERDIFF_SEED"]),
+        min_area=int(BACKEND_SETTINGS["EMERDIFF_MIN_AREA"]),
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.token,
+        cache_dir=tmp_path / "cache",
+        data_dir=tmp_path / "data",
+    )
+    runtime = Runtime.create(settings, load_model(model_reference, device="cpu"))
+    first = prepare_rebuild(runtime, project)()
+    assert first == {"learnt": 3, "unchanged": 0, "cancelled": 0, "failed": 0, "forgotten": 0}
+    assert prepare_rebuild(runtime, project)()["unchanged"] == 3
+    assert set(runtime.learning.memory.counts(project)) == {"Red", "Green", "Blue"}
+    with pytest.raises(UnknownProjectError, match="no project 999999"):
+        prepare_rebuild(runtime, 999999)
