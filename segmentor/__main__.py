@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from segmentor.config import EmerDiffConfig
+from segmentor.config import DEFAULT_PRESET, PRESETS, EmerDiffConfig
 from segmentor.evaluation import labels as evaluate_labels
 from segmentor.evaluation.cli import add_evaluate_arguments, add_score_arguments, run_evaluate, run_score
 from segmentor.loading import DEFAULT_MODEL, ModelLoadError, load_model
@@ -67,6 +67,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_k: int | None 
     defaults = EmerDiffConfig()
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="hub id, local diffusers folder, or 'bundled' (default: %(default)s)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                        help="paper: the full method; fast: under a quarter of its FLOPs (default: %(default)s)")
     parser.add_argument("--k", type=int, default=default_k or defaults.num_segments, help="number of k-means masks")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -78,9 +80,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_k: int | None 
 
 
 def _config(args: argparse.Namespace) -> EmerDiffConfig:
-    return EmerDiffConfig(num_segments=args.k, seed=args.seed, device=args.device, dtype=args.dtype,
-                          working_size=getattr(args, "working_size", None) or getattr(args, "size", None),
-                          batch_size=args.batch_size, min_segment_area=args.min_area)
+    return EmerDiffConfig.preset(args.preset, num_segments=args.k, seed=args.seed, device=args.device,
+                                 dtype=args.dtype, batch_size=args.batch_size, min_segment_area=args.min_area,
+                                 working_size=getattr(args, "working_size", None) or getattr(args, "size", None))
 
 
 def _load(args: argparse.Namespace):
@@ -128,18 +130,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _flops(args: argparse.Namespace) -> int:
-    import numpy as np
+    from segmentor.benchmark.flops import flops_report
 
-    from segmentor.benchmark.bench import flops_per_image, network_flops
-    from segmentor.emerdiff import EmerDiffSegmentor
-
+    if args.model == "sd15-random" and args.device == "auto":
+        args.device = "meta"  # counting needs only shapes: SD 1.5 at 512 px in seconds, no weights in memory
     model = _load(args)
-    size = args.size or model.native_size
-    segmentor = EmerDiffSegmentor(model, _config(args))
-    flops = network_flops(model, segmentor, np.zeros((size, size, 3), dtype=np.uint8))
-    counters = segmentor.expected_counters(args.k)
-    print(json.dumps({"model": args.model, "size": size, "k": args.k, **counters, **flops,
-                      "per_image": flops_per_image(flops, counters)}, indent=2))
+    report = flops_report(model, _config(args), args.size or model.native_size)
+    print(json.dumps({"model": args.model, "preset": args.preset, **report}, indent=2))
     return 0
 
 

@@ -2,8 +2,9 @@
 
 One ``EmerDiffAttnProcessor`` sits in every attention layer of the U-Net and reads a shared
 ``InjectionState`` that the denoising loop updates before each U-Net call. Injected queries and keys
-are stored once (batch 1) and broadcast over the batch; attention itself always goes through
-``scaled_dot_product_attention``, so no attention map is ever materialised.
+are stored once (batch 1) and broadcast over the batch. Attention goes through the fused
+``scaled_dot_product_attention``, which recomputes the (identical) map of every run of a batch, unless
+``shared_maps`` asks for each map to be computed once per batch and applied to every run's values.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ class InjectionState:
     modulation_layer: str = ""
     # (batch, tokens, 1) added to the modulation layer's output; None outside the modulated step.
     offset: torch.Tensor | None = None
-    # RMS of the modulation layer's output at the first step of the recorded run (its activation scale).
-    output_rms: float | None = None
+    # RMS of the modulation layer's output at the first step of the recorded run (its activation scale);
+    # a 0-d tensor, so recording it never waits for the device.
+    output_rms: torch.Tensor | None = None
+    # Injected runs compute softmax(QK^T) once per batch instead of once per run (same result).
+    shared_maps: bool = False
 
 
 class EmerDiffAttnProcessor:
@@ -70,11 +74,14 @@ class EmerDiffAttnProcessor:
             if state.record:
                 state.stored[(self.name, state.step)] = (query[:1], key[:1])
 
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
+        if state.inject and state.shared_maps and attention_mask is None:
+            out = _shared_map_attention(query[0], key[0], value)
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[3]).to(value.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if state.record and state.step == 0 and self.name == state.modulation_layer:
-            state.output_rms = float(out.float().square().mean().sqrt())
+            state.output_rms = out.float().square().mean().sqrt()
         if state.offset is not None and self.name == state.modulation_layer:
             # The paper's modulation: after the output projection, before the block's residual add.
             out = out + state.offset.to(out.dtype)
@@ -83,6 +90,19 @@ class EmerDiffAttnProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+
+def _shared_map_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) V with one (heads, N, M) map for every run: (B, heads, N, d_v).
+
+    The runs' values are folded into one (heads, M, B * d_v) matrix so the map is read in one batched
+    matmul and never copied per run.
+    """
+    weights = torch.softmax((query.float() @ key.float().transpose(-1, -2)) * query.shape[-1] ** -0.5, dim=-1)
+    batch, heads, tokens, width = value.shape
+    folded = value.permute(1, 2, 0, 3).reshape(heads, tokens, batch * width)
+    out = weights.to(value.dtype) @ folded
+    return out.view(heads, -1, batch, width).permute(2, 0, 1, 3)
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

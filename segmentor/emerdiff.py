@@ -38,10 +38,12 @@ class EmerDiffSegmentor:
         stages.attention_module(model, self.config.modulation_layer)
         self._layers = [name.removesuffix(".processor") for name in model.unet.attn_processors]
         start = self.config.batch_size or (_MAX_GPU_BATCH if model.device.type == "cuda" else _CPU_BATCH)
-        # Even, so that the +lambda and -lambda runs of a mask always share a chunk; the decoder has its
-        # own budget so that running out of memory while decoding never redoes the U-Net work.
-        self._unet_budget = BatchBudget(start, step=2, what="modulated runs")
-        self._decode_budget = BatchBudget(start, step=2, what="decoded images")
+        # Modulated runs per mask: +lambda and -lambda (symmetric), or +lambda alone against the reference.
+        self._signs = (1.0, -1.0) if self.config.difference == "symmetric" else (1.0,)
+        # Whole sign groups, so that the +lambda and -lambda runs of a mask always share a chunk; the decoder
+        # has its own budget so that running out of memory while decoding never redoes the U-Net work.
+        self._unet_budget = BatchBudget(start, step=len(self._signs), what="modulated runs")
+        self._decode_budget = BatchBudget(start, step=len(self._signs), what="decoded images")
         with torch.inference_mode():
             self._text = stages.empty_prompt_embedding(model)
         self._log = RunLog(model.device)
@@ -74,13 +76,15 @@ class EmerDiffSegmentor:
                                       config.step_stride)
 
     def expected_counters(self, num_masks: int) -> dict[str, int]:
-        """Network calls a segmentation with this many coarse masks makes: 1 + S(1 + 2K) U-Net passes."""
-        steps = len(self.denoising_steps())
+        """Network calls a segmentation with this many coarse masks makes: 1 + S(1 + 2K) U-Net passes and 2K
+        decodes (symmetric), or 1 + S(1 + K) passes and K + 1 decodes, the reference image's included (one-sided)."""
+        steps, runs = len(self.denoising_steps()), len(self._signs) * num_masks
         inversion = 0
         if self.config.noising == "inversion":
             inversion = len(stages.denoising_steps(self.model, self.config.modulation_timestep,
                                                    self.config.num_inference_steps, 1))
-        return {"unet_sample_passes": 1 + inversion + steps * (1 + 2 * num_masks), "vae_decodes": 2 * num_masks,
+        reference_decodes = 1 if len(self._signs) == 1 else 0
+        return {"unet_sample_passes": 1 + inversion + steps * (1 + runs), "vae_decodes": runs + reference_decodes,
                 "vae_encodes": 1}
 
     def chunk_sizes(self, runs: int) -> list[int]:
@@ -172,7 +176,8 @@ class EmerDiffSegmentor:
         """Steps 6-9: blurred |I+ - I-| per mask at the working size, (n, H, W)."""
         maps = torch.zeros((masks.shape[0], *self._pixel_shape(noisy)), device=noisy.device)
         self._fill_difference_maps(maps, noisy, self.denoising_steps(), masks, vanished)
-        broken = np.flatnonzero((~torch.isfinite(maps)).flatten(1).any(1).cpu().numpy())
+        # On the meta device (FLOP counting) there are no values to check.
+        broken = [] if maps.is_meta else np.flatnonzero((~torch.isfinite(maps)).flatten(1).any(1).cpu().numpy())
         if len(broken):
             raise FloatingPointError(
                 f"the response maps of {len(broken)} of {maps.shape[0]} masks hold NaN or inf ({self.model.dtype} "
@@ -182,17 +187,27 @@ class EmerDiffSegmentor:
 
     def _fill_difference_maps(self, maps: torch.Tensor, noisy: torch.Tensor, steps: list[tuple[int, int]],
                               masks: torch.Tensor, vanished: frozenset[int]) -> None:
-        """The 2K modulated runs in memory-sized chunks, each chunk holding whole +/- pairs."""
-        state = InjectionState(modulation_layer=self.config.modulation_layer)
-        runs = [(index, sign) for index in range(masks.shape[0]) if index not in vanished for sign in (1.0, -1.0)]
+        """The modulated runs in memory-sized chunks, each chunk holding whole +/- pairs (symmetric) or
+        + runs compared with the reference run's image (one-sided)."""
+        state = InjectionState(modulation_layer=self.config.modulation_layer,
+                               shared_maps=self.config.shared_attention_maps)
+        signs = self._signs
+        runs = [(index, sign) for index in range(masks.shape[0]) if index not in vanished for sign in signs]
+        baseline: torch.Tensor | None = None  # the reference run's image, for one-sided differences
 
         def run_chunk(chunk: list[tuple[int, float]]) -> None:
             with self._log.attempt():
-                maps[[index for index, _ in chunk[::2]]] = self._chunk_maps(noisy, steps, state, masks, chunk)
+                maps[[index for index, _ in chunk[::len(signs)]]] = self._chunk_maps(
+                    noisy, steps, state, masks, chunk, baseline)
 
         with stages.attention_processors(self.model, install_state(self._layers, state)):
             with self._log.stage("reference_run"):
-                self.denoise(noisy, steps, state, record=True)
+                reference = self.denoise(noisy, steps, state, record=True)
+            if len(signs) == 1:
+                # The reference run is computed anyway (its Q and K are injected): its image stands in for I-.
+                with self._log.stage("decode"):
+                    baseline = stages.decode(self.model, reference)
+                    self._log.count("vae_decodes")
             run_in_chunks(runs, self._unet_budget, run_chunk)
 
     def denoise(self, noisy: torch.Tensor, steps: list[tuple[int, int]], state: InjectionState, *,
@@ -212,16 +227,17 @@ class EmerDiffSegmentor:
         return x
 
     def _chunk_maps(self, noisy: torch.Tensor, steps: list[tuple[int, int]], state: InjectionState,
-                    masks: torch.Tensor, chunk: list[tuple[int, float]]) -> torch.Tensor:
+                    masks: torch.Tensor, chunk: list[tuple[int, float]], baseline: torch.Tensor | None) -> torch.Tensor:
         indices = torch.tensor([index for index, _ in chunk], device=masks.device)
         signs = torch.tensor([sign for _, sign in chunk], device=masks.device)
         offsets = (signs[:, None] * self.modulation_strength(state.output_rms) * masks[indices].flatten(1))[..., None]
         with self._log.stage("modulated_runs"):
             latents = self.denoise(noisy, steps, state, offsets=offsets)
-        return self._decode_differences(latents)
+        return self._decode_differences(latents, baseline)
 
-    def _decode_differences(self, latents: torch.Tensor) -> torch.Tensor:
-        """|I+ - I-| of consecutive (+, -) latent pairs, decoded in sub-batches that fit in memory."""
+    def _decode_differences(self, latents: torch.Tensor, baseline: torch.Tensor | None) -> torch.Tensor:
+        """|I+ - I-| of consecutive (+, -) latent pairs, or |I+ - baseline| of each latent (one-sided),
+        decoded in sub-batches that fit in memory."""
         pieces: list[torch.Tensor] = []
 
         def decode_pairs(rows: range) -> None:
@@ -230,12 +246,15 @@ class EmerDiffSegmentor:
                     images = stages.decode(self.model, latents[rows.start:rows.stop])
                     self._log.count("vae_decodes", len(rows))
                 with self._log.stage("difference_maps"):
-                    pieces.append(difference_maps(images[0::2], images[1::2]))
+                    if baseline is None:
+                        pieces.append(difference_maps(images[0::2], images[1::2]))
+                    else:
+                        pieces.append(difference_maps(images, baseline.expand_as(images)))
 
         run_in_chunks(range(latents.shape[0]), self._decode_budget, decode_pairs)
         return torch.cat(pieces)
 
-    def modulation_strength(self, output_rms: float | None) -> float:
+    def modulation_strength(self, output_rms: float | torch.Tensor | None) -> float | torch.Tensor:
         """lambda as added to the layer output: absolute, or relative to the layer's activation RMS."""
         if not self.config.modulation_relative:
             return self.config.modulation_strength

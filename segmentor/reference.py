@@ -25,21 +25,26 @@ class ReferenceSegmentor(EmerDiffSegmentor):
         modulated_layer = self.model.unet.get_submodule(self.config.modulation_layer)
         handle = modulated_layer.register_forward_hook(lambda _m, _i, output: layer_outputs.append(output))
         with self._log.stage("reference_run"):
-            self._run(noisy, steps, recorded, replay=False)
+            reference = self._run(noisy, steps, recorded, replay=False)
         handle.remove()
+        one_sided = self.config.difference == "one_sided"
+        if one_sided:
+            with self._log.stage("decode"):
+                reference_image = stages.decode(self.model, reference)
+                self._log.count("vae_decodes")
         strength = self.modulation_strength(float(layer_outputs[0].float().square().mean().sqrt()))
         for index in range(masks.shape[0]):
             if index in vanished:
                 continue
             images = []
-            for sign in (1.0, -1.0):
+            for sign in (1.0,) if one_sided else (1.0, -1.0):
                 offset = sign * strength * masks[index].flatten()[None, :, None]
                 with self._log.stage("modulated_runs"):
                     latent = self._run(noisy, steps, recorded, replay=self.config.attention_injection, offset=offset)
                 with self._log.stage("decode"):
                     images.append(stages.decode(self.model, latent))
                     self._log.count("vae_decodes")
-            maps[index] = difference_maps(images[0], images[1])[0]
+            maps[index] = difference_maps(images[0], reference_image if one_sided else images[1])[0]
 
     def _run(self, noisy: torch.Tensor, steps: list[tuple[int, int]], recorded: dict, *, replay: bool,
              offset: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,10 +11,11 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from segmentor import stages
-from segmentor.config import EmerDiffConfig
+from segmentor.benchmark.fidelity import agreement as agreement_with
+from segmentor.benchmark.flops import call_flops, segmentation_flops
+from segmentor.config import DEFAULT_PRESET, EmerDiffConfig
 from segmentor.emerdiff import EmerDiffSegmentor
 from segmentor.loading import DiffusionModel
 from segmentor.reference import ReferenceSegmentor
@@ -25,9 +26,13 @@ def run_benchmark(model: DiffusionModel, image: np.ndarray, config: EmerDiffConf
                   with_reference: bool = True) -> dict:
     batched = EmerDiffSegmentor(model, config)
     reference = ReferenceSegmentor(model, config)
+    paper_config = config.with_preset(DEFAULT_PRESET)
+    # A cheaper preset is timed beside the full method on the same image, so the ratio is like for like.
+    paper = EmerDiffSegmentor(model, paper_config) if paper_config != config else None
     warm = batched.segment(image)  # first call pays one-off allocations and kernel selection
+    paper_warm = paper.segment(image) if paper else None
     plan = _call_plan(batched, warm)
-    seconds: dict[str, list[float]] = {"batched": [], "reference": [], "floor": []}
+    seconds: dict[str, list[float]] = {"batched": [], "reference": [], "floor": [], "paper": []}
     stage_seconds: dict[str, list[dict]] = {"batched": [], "reference": []}
     agreement = None
     for _ in range(repeats):
@@ -38,6 +43,9 @@ def run_benchmark(model: DiffusionModel, image: np.ndarray, config: EmerDiffConf
             stage_seconds["reference"].append(ref_result.timings)
             agreement = float((ref_result.label_map == result.label_map).mean())
         _timed(lambda: _floor(model, batched, plan), None, seconds["floor"])
+        if paper:
+            _timed(paper.segment, image, seconds["paper"])
+    flops = segmentation_flops(batched, image.shape[:2], int(warm.coarse_labels.max()) + 1)
     report = {
         "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."), "model": model.reference,
         "image_shape": list(image.shape[:2]), "working_shape": list(batched.working_shape(*image.shape[:2])),
@@ -48,14 +56,20 @@ def run_benchmark(model: DiffusionModel, image: np.ndarray, config: EmerDiffConf
         "seconds": {name: statistics.median(values) for name, values in seconds.items() if values},
         "stages_batched": _median_stages(stage_seconds["batched"]),
         "overhead_vs_floor": statistics.median(seconds["batched"]) / statistics.median(seconds["floor"]),
-        "flops": network_flops(model, batched, image),
+        "flops": {**call_flops(batched, image.shape[:2]), "per_image": flops["total"]},
     }
     if with_reference:
         report["stages_reference"] = _median_stages(stage_seconds["reference"])
         report["speedup_vs_reference"] = statistics.median(seconds["reference"]) / statistics.median(seconds["batched"])
         report["agreement_with_reference"] = agreement
-    report["flops"]["per_image"] = flops_per_image(report["flops"], warm.counters)
-    report["achieved_tflops_batched"] = report["flops"]["per_image"] / report["seconds"]["batched"] / 1e12
+    if paper:
+        paper_flops = segmentation_flops(paper, image.shape[:2], int(paper_warm.coarse_labels.max()) + 1)["total"]
+        report["vs_paper"] = {
+            "time_ratio": statistics.median(seconds["batched"]) / statistics.median(seconds["paper"]),
+            "flop_ratio": flops["total"] / paper_flops,
+            **agreement_with(paper_warm, warm),
+        }
+    report["achieved_tflops_batched"] = flops["total"] / report["seconds"]["batched"] / 1e12
     return report
 
 
@@ -75,11 +89,15 @@ def _synchronize() -> None:
 
 
 def _call_plan(segmentor: EmerDiffSegmentor, result: Segmentation) -> dict:
-    """The U-Net and VAE calls a segmentation made: batch sizes of the modulated chunks, steps per run."""
-    runs = result.counters["vae_decodes"]
-    steps = (result.counters["unet_sample_passes"] - 1) // (runs + 1)
-    chunks = segmentor.chunk_sizes(runs)
-    return {"steps": steps, "chunks": chunks, "latent_shape": segmentor.latent_shape(result.label_map.shape)}
+    """The U-Net and VAE calls a segmentation made: batch-1 passes, modulated chunks, reference decodes."""
+    steps = len(segmentor.denoising_steps())
+    # A one-sided difference also decodes the reference run's image.
+    reference_decodes = 1 if segmentor.config.difference == "one_sided" else 0
+    runs = result.counters["vae_decodes"] - reference_decodes
+    return {"steps": steps, "chunks": segmentor.chunk_sizes(runs), "reference_decodes": reference_decodes,
+            # The feature pass, any inversion passes and the reference run, all at batch 1.
+            "single_passes": result.counters["unet_sample_passes"] - steps * runs,
+            "latent_shape": segmentor.latent_shape(result.label_map.shape)}
 
 
 @torch.inference_mode()
@@ -96,33 +114,11 @@ def _floor(model: DiffusionModel, segmentor: EmerDiffSegmentor, plan: dict) -> N
             x = model.unet(x, t, encoder_hidden_states=text.expand(batch, -1, -1)).sample
         return x
 
-    passes(1, 1 + plan["steps"])  # feature pass and reference run
+    reference = passes(1, plan["single_passes"])
+    if plan["reference_decodes"]:
+        stages.decode(model, reference)
     for batch in plan["chunks"]:
         stages.decode(model, passes(batch, plan["steps"]))
-
-
-@torch.inference_mode()
-def network_flops(model: DiffusionModel, segmentor: EmerDiffSegmentor, image: np.ndarray) -> dict[str, int]:
-    """FLOPs of one VAE encode, one U-Net pass and one VAE decode at this image's working size."""
-    x = stages.to_model_input(image, segmentor.working_shape(*image.shape[:2]), model)
-    text = segmentor.text_embedding
-    counts = {}
-    with FlopCounterMode(display=False) as counter:
-        latents = stages.encode(model, x)
-    counts["vae_encode"] = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
-        model.unet(latents, torch.tensor(281, device=model.device), encoder_hidden_states=text)
-    counts["unet_pass"] = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
-        stages.decode(model, latents)
-    counts["vae_decode"] = counter.get_total_flops()
-    return counts
-
-
-def flops_per_image(flops: dict[str, int], counters: dict[str, int]) -> int:
-    """Upper bound: the modulated runs skip their Q/K projections, which this still counts."""
-    return (flops["unet_pass"] * counters["unet_sample_passes"] + flops["vae_decode"] * counters["vae_decodes"]
-            + flops["vae_encode"] * counters["vae_encodes"])
 
 
 def _median_stages(runs: list[dict]) -> dict[str, float]:

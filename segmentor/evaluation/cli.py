@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from segmentor.config import EmerDiffConfig
+from segmentor.config import DEFAULT_PRESET, PRESETS, EmerDiffConfig
 from segmentor.evaluation.data import (
     LAYOUTS,
     folder_samples,
@@ -77,6 +77,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="evaluate at most this many images")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override an EmerDiffConfig field, e.g. --set modulation_strength=5 (repeatable)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                        help="settings --set starts from: paper (the full method) or fast (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,7 +90,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from segmentor.loading import load_model
 
     try:
-        config = build_config(args.overrides, k=args.k, device=args.device, dtype=args.dtype)
+        config = build_config(args.overrides, preset=args.preset, k=args.k, device=args.device, dtype=args.dtype)
         if args.images is not None and args.gt is None:
             raise EvaluationError("--images needs --gt (the ground-truth label folder)")
         for name in ("scenes", "limit"):
@@ -112,7 +114,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report = {"model": args.model, "model_identity": model.identity,
-              "config": {**segmentor_config_record(segmentor), "source": source, "ignore": args.ignore,
+              "config": {**segmentor_config_record(segmentor), "preset": args.preset, "source": source,
+                         "ignore": args.ignore,
                          "kmeans_seed": args.seed},
               **report}
     _write_report(args.out, report)
@@ -121,8 +124,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_config(overrides: list[str], **settings) -> EmerDiffConfig:
-    """EmerDiffConfig from ``FIELD=VALUE`` strings (typed by the field's default) and keyword settings."""
+def build_config(overrides: list[str], preset: str = DEFAULT_PRESET, **settings) -> EmerDiffConfig:
+    """The preset's EmerDiffConfig with ``FIELD=VALUE`` strings (typed by the field's default) and keyword
+    settings on top."""
     fields = {f.name: f for f in dataclasses.fields(EmerDiffConfig)}
     values = {}
     for item in overrides:
@@ -137,7 +141,7 @@ def build_config(overrides: list[str], **settings) -> EmerDiffConfig:
         if settings.get(name) is not None:
             values[name] = settings[name]
     try:
-        return EmerDiffConfig(**values)
+        return EmerDiffConfig.preset(preset, **values)
     except (TypeError, ValueError) as error:
         raise EvaluationError(str(error)) from error
 

@@ -18,7 +18,7 @@ def _label_config(attributes: str = "") -> str:
 def test_environment_picks_the_default_preset_and_rejects_unknown_ones():
     assert Settings.from_env({}).preset == "paper"
     assert Settings.from_env({"EMERDIFF_PRESET": "fast"}).preset == "fast"
-    with pytest.raises(SettingsError, match="EMERDIFF_PRESET='turbo'.*paper, fast"):
+    with pytest.raises(SettingsError, match=r"EMERDIFF_PRESET='turbo'.*paper, fast"):
         Settings.from_env({"EMERDIFF_PRESET": "turbo"})
 
 
