@@ -28,7 +28,8 @@ def _round_trip(mask: np.ndarray, **options) -> np.ndarray:
 def test_ordinary_shapes_round_trip_with_iou_98_and_area_within_1_percent(mask: np.ndarray) -> None:
     drawn = _round_trip(mask)
     assert iou(drawn, mask) >= 0.98
-    assert abs(int(drawn.sum()) - int(mask.sum())) <= 0.01 * mask.sum()
+    # One pixel of slack: on a 99 px shape a single boundary pixel is already 1.01 % (found by hypothesis).
+    assert abs(int(drawn.sum()) - int(mask.sum())) <= max(1, 0.01 * mask.sum())
 
 
 @PROPERTY
