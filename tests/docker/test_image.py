@@ -42,7 +42,8 @@ AUTH = ("annotator", "s3cret-pass")
 # The image's health check, run every 2 s and judged from the first run on. The image's own timing (30 s,
 # 15 minutes of start period for a hub download) would leave a failing container "starting" that long.
 HEALTH_OPTIONS = ("--health-interval=2s", "--health-retries=1", "--health-start-period=1s")
-COMPOSE_RESTART = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["emerdiff"]["restart"]
+COMPOSE_BACKEND = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["emerdiff"]
+COMPOSE_RESTART = COMPOSE_BACKEND["restart"]
 _names = itertools.count()
 
 
@@ -227,11 +228,16 @@ def bridge_gateway() -> str:
 
 
 def test_stop_drains_a_request_in_flight_and_refuses_new_ones(cpu_image: BuiltImage) -> None:
-    """`docker stop` (default 10 s grace) with a prediction in flight: it completes, a new connection is
-    refused, and the container exits 0 (gunicorn's drain ended before Docker's SIGKILL, which gives 137)."""
+    """`docker stop` under the compose file's grace period and graceful timeout, a prediction in flight: it
+    completes, a new connection is refused meanwhile, and the container exits 0 (a SIGKILL at the end of
+    the grace period would give 137)."""
     held = HeldImageServer(bridge_gateway(), png_bytes(seed=5, height=64, width=80))
-    env = {"ALLOW_PRIVATE_IMAGE_ADDRESSES": "true"}
-    with held.serving(), container(cpu_image, env) as name:
+    env = {
+        "ALLOW_PRIVATE_IMAGE_ADDRESSES": "true",
+        "GUNICORN_GRACEFUL_TIMEOUT": COMPOSE_BACKEND["environment"]["GUNICORN_GRACEFUL_TIMEOUT"],
+    }
+    stop_timeout = COMPOSE_BACKEND["stop_grace_period"].removesuffix("s")
+    with held.serving(), container(cpu_image, env, options=["--stop-timeout", stop_timeout]) as name:
         wait_for_health(name, "healthy")
         address = inspect(name)["NetworkSettings"]["IPAddress"]
         url = f"http://{address}:9090"
