@@ -66,6 +66,10 @@ def _rebuild(settings: Settings, project: int) -> int:
     from ml_backend.model import Runtime
     from segmentor import ModelLoadError, load_model
 
+    if not settings.label_studio_url or not settings.label_studio_api_key:
+        print("error: a rebuild reads Label Studio's API: pass --url and --api-key (or set LABEL_STUDIO_URL and "
+              "LABEL_STUDIO_API_KEY)", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
         job = prepare_rebuild(Runtime.create(settings, model), project)
