@@ -36,10 +36,10 @@ from segmentor.toy.scenes import generate_scene
 # Each candidate for the fast preset on its own, then the preset: overrides of the full method's config.
 CANDIDATES: dict[str, dict[str, object]] = {
     "4 steps after t_m (step_stride=4)": {"step_stride": 4},
-    "1 step after t_m (step_stride=15: the x0 prediction)": {"step_stride": 15},
     "one-sided difference (I+ - I_ref)": {"difference": "one_sided"},
+    "4 steps + one-sided": {"step_stride": 4, "difference": "one_sided"},
     "shared attention maps": {"shared_attention_maps": True},
-    "fast preset": PRESETS["fast"],
+    "fast preset: 1 step after t_m (step_stride=15, the x0 prediction)": PRESETS["fast"],
 }
 
 

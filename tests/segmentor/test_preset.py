@@ -31,7 +31,7 @@ def _stripes(segmentor: EmerDiffSegmentor, count: int) -> torch.Tensor:
 def test_paper_preset_is_the_defaults_and_fast_differs_in_fingerprint(tiny_model):
     assert EmerDiffConfig.preset("paper") == EmerDiffConfig()
     fast = EmerDiffConfig.preset("fast", num_segments=3)
-    assert (fast.step_stride, fast.difference, fast.num_segments) == (4, "one_sided", 3)
+    assert (fast.step_stride, fast.difference, fast.num_segments) == (15, "symmetric", 3)
     assert fast.with_preset("paper") == EmerDiffConfig(num_segments=3)
     assert EmerDiffConfig(num_segments=3).with_preset("fast") == fast
     paper_segmentor = EmerDiffSegmentor(tiny_model, EmerDiffConfig(num_segments=3))
@@ -89,13 +89,21 @@ def test_shared_attention_maps_equal_per_run_attention_and_cost_less(tiny_model)
 def test_fast_preset_makes_the_calls_it_promises(tiny_model):
     result = EmerDiffSegmentor(tiny_model, EmerDiffConfig.preset("fast", num_segments=5)).segment(scene_image(4))
     masks = int(result.coarse_labels.max()) + 1
-    # One feature pass; 4 steps of the reference run and of one modulated run per mask; K + 1 decodes.
-    assert result.counters == {"unet_sample_passes": 1 + 4 * (1 + masks), "vae_decodes": masks + 1, "vae_encodes": 1}
+    # One feature pass; one step from t_m to the end for the reference run and each of the 2K modulated runs.
+    assert result.counters == {"unet_sample_passes": 1 + 1 * (1 + 2 * masks), "vae_decodes": 2 * masks,
+                               "vae_encodes": 1}
+    one_sided = EmerDiffSegmentor(tiny_model, EmerDiffConfig(num_segments=5, step_stride=4, difference="one_sided"))
+    result = one_sided.segment(scene_image(4))
+    masks = int(result.coarse_labels.max()) + 1
+    # 4 steps; one modulated run per mask; K decodes plus the reference run's image.
+    assert result.counters == one_sided.expected_counters(masks) == {
+        "unet_sample_passes": 1 + 4 * (1 + masks), "vae_decodes": masks + 1, "vae_encodes": 1}
 
 
 @pytest.mark.slow
-def test_batched_and_reference_implementations_agree_on_the_fast_preset(tiny_model):
-    config = EmerDiffConfig.preset("fast", num_segments=5, batch_size=3)
+@pytest.mark.parametrize("changes", [{}, {"difference": "one_sided", "step_stride": 4}])
+def test_batched_and_reference_implementations_agree_on_the_fast_candidates(tiny_model, changes):
+    config = EmerDiffConfig.preset("fast", num_segments=5, batch_size=3, **changes)
     image = scene_image(5, 64, 96)
     batched = EmerDiffSegmentor(tiny_model, config).segment(image)
     reference = ReferenceSegmentor(tiny_model, config).segment(image)
