@@ -213,3 +213,21 @@ def test_concurrent_webhooks_and_predictions(make_app: Callable[..., FlaskClient
     assert not errors
     final = labels_by_segment(predict(app.test_client(), [FIRST])[0])
     assert final[red] == "Red" and final[blue] == "Blue"
+
+
+def test_bulk_created_annotations_and_deleted_tasks(client: FlaskClient, two_segments: tuple[int, int]) -> None:
+    """An import of annotations (ANNOTATIONS_CREATED: lists) teaches; deleting the tasks forgets them."""
+    original = predict(client, [FIRST])[0]
+    red, blue = two_segments
+    first = annotation_event("ANNOTATION_CREATED", 11, FIRST, relabelled(original, {red: "Red"}))
+    second = annotation_event("ANNOTATION_CREATED", 12, FIRST, relabelled(original, {blue: "Blue"}))
+    bulk = {"action": "ANNOTATIONS_CREATED", "annotation": [first["annotation"], second["annotation"]],
+            "task": [first["task"]], "project": first["project"]}
+    response = client.post("/webhook", json=bulk)
+    assert response.status_code == 201 and [a["id"] for a in response.json["result"]["annotations"]] == [11, 12]
+    labels = labels_by_segment(predict(client, [FIRST])[0])
+    assert labels[red] == "Red" and labels[blue] == "Blue"
+    response = client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": [{"id": FIRST["id"]}],
+                                             "project": {"id": 7}})
+    assert response.status_code == 201 and response.json["result"]["forgotten"] == 2
+    assert predict(client, [FIRST])[0] == original
