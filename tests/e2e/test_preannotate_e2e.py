@@ -65,8 +65,15 @@ def test_killed_job_resumes_to_exactly_one_prediction_per_task(
     tmp_path: Path,
 ) -> None:
     env = dict(backend.env)  # the backend's own settings and cache: the job must predict what it would
-    log = tmp_path / "job.log"
     started = time.monotonic()
+    # --tasks selects through the Data Manager's query: only that task is predicted.
+    first = min(task.id for task in ls_client.tasks.list(project=project))
+    selected = subprocess.run([*job_command(label_studio, project), "--tasks", str(first)], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert selected.returncode == EXIT_OK, selected.stderr[-4000:]
+    assert [p.task for p in ls_client.predictions.list(project=project)] == [first]
+
+    log = tmp_path / "job.log"
     with log.open("wb") as handle:
         job = subprocess.Popen(job_command(label_studio, project), cwd=REPO_ROOT, env=env, stdout=handle,
                                stderr=subprocess.STDOUT)
