@@ -203,7 +203,8 @@ class LabelLearning:
                 raise UnlearnableError(f"task {task.get('id')}: its cached segmentation has no feature grid "
                                        "(written by an older version): delete CACHE_DIR's entry")
             try:
-                examples += examples_from_regions(regions, segmentation.features, labels_of)
+                examples += examples_from_regions(regions, segmentation.features, labels_of,
+                                                  segmentation.label_map.shape)
             except RegionLabelError as error:
                 raise UnlearnableError(f"task {task.get('id')}: {error}") from error
         return examples

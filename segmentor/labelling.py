@@ -86,13 +86,16 @@ def segment_embeddings(features: np.ndarray, label_map: np.ndarray) -> dict[int,
 
 
 def examples_from_regions(
-    regions: Iterable[dict], features: np.ndarray, labels_of: Mapping[str, Sequence[str]]
+    regions: Iterable[dict], features: np.ndarray, labels_of: Mapping[str, Sequence[str]],
+    image_size: tuple[int, int],
 ) -> list[LabelExample]:
     """An example per labelled mask region of an annotation; :class:`RegionLabelError` for a bad one.
 
     ``labels_of`` maps each control that learns to its labels: regions of other controls (choices,
     text, keypoints...) are skipped; a region whose label is not in its control's labels is an error,
-    so one bad region leaves the whole annotation unlearnt rather than half of it.
+    so one bad region leaves the whole annotation unlearnt rather than half of it. ``image_size`` is the
+    (height, width) of the segmented image: a region drawn on another size is refused before it is
+    rasterised (webhook bodies are untrusted; a made-up size must not allocate gigabytes).
     """
     examples = []
     for region in regions:
@@ -109,6 +112,10 @@ def examples_from_regions(
         if names[0] not in labels_of[from_name]:
             raise RegionLabelError(f"region {region_id!r}: label {names[0]!r} is not in control {from_name!r} "
                                    f"(labels: {list(labels_of[from_name])})")
+        size = (region.get("original_height"), region.get("original_width"))
+        if size != tuple(image_size):
+            raise RegionLabelError(f"region {region_id!r}: drawn on a {size[1]}x{size[0]} image, but the task's "
+                                   f"image is {image_size[1]}x{image_size[0]}")
         try:
             mask = region_to_mask(region)
         except (InvalidRegionError, KeyError, TypeError, ValueError) as error:

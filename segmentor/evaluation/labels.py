@@ -129,8 +129,8 @@ def evaluate_labels(images: Sequence[SegmentedImage], test: Sequence[SegmentedIm
     """Scores for each N in ``counts`` (the first N of ``images`` annotated) and each classifier method, on
     every image of ``test``; per threshold, the share of segments labelled and their region accuracy."""
     labels_of = {CONTROL: tuple(class_names)}
-    annotated = [examples_from_regions(annotation_regions(image.gt, class_names, ignore), image.features, labels_of)
-                 for image in images]
+    annotated = [examples_from_regions(annotation_regions(image.gt, class_names, ignore), image.features, labels_of,
+                                       image.gt.shape) for image in images]
     majorities = [region_majority(image.label_map, image.gt, ignore) for image in test]
     ceiling = _Scores(len(class_names), ignore)
     for image, majority in zip(test, majorities, strict=True):

@@ -65,7 +65,7 @@ LABELS_OF = {"poly": ("Cat", "Dog"), "brush": ("Cat", "Dog"), "box": ("Cat", "Do
 
 
 def test_examples_from_polygon_brush_and_rectangle_regions() -> None:
-    examples = examples_from_regions(_regions(), GRID, LABELS_OF)
+    examples = examples_from_regions(_regions(), GRID, LABELS_OF, (40, 40))
     assert [(e.from_name, e.label, e.area) for e in examples] == [("poly", "Dog", 800), ("brush", "Cat", 800),
                                                                    ("box", "Cat", 100)]
     assert examples[2].embedding[0] == pytest.approx(1.0)  # the 10x10 box is cell (0,0) exactly
@@ -75,14 +75,18 @@ def test_a_label_not_in_the_control_fails_the_whole_annotation() -> None:
     regions = _regions()
     regions[0]["value"]["polygonlabels"] = ["Cow"]
     with pytest.raises(RegionLabelError, match="'Cow' is not in control 'poly'"):
-        examples_from_regions(regions, GRID, LABELS_OF)
+        examples_from_regions(regions, GRID, LABELS_OF, (40, 40))
     regions[0]["value"]["polygonlabels"] = ["Cat", "Dog"]
     with pytest.raises(RegionLabelError, match="exactly one label"):
-        examples_from_regions(regions, GRID, LABELS_OF)
+        examples_from_regions(regions, GRID, LABELS_OF, (40, 40))
     regions = _regions()
     regions[1]["value"]["rle"] = [0, 0, 1, 2, 3]
     with pytest.raises(RegionLabelError, match="b1"):
-        examples_from_regions(regions, GRID, LABELS_OF)
+        examples_from_regions(regions, GRID, LABELS_OF, (40, 40))
+    regions = _regions()
+    regions[0]["original_width"] = regions[0]["original_height"] = 10**6  # would be a terabyte mask
+    with pytest.raises(RegionLabelError, match="drawn on a 1000000x1000000 image"):
+        examples_from_regions(regions, GRID, LABELS_OF, (40, 40))
 
 
 def _clusters(seed: int = 0) -> tuple[list[LabelExample], np.ndarray, list[str]]:
