@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-reference", action="store_true", help="skip the (slow) reference implementation")
     bench.add_argument("--out", type=Path, help="also write the JSON report here")
 
-    flops = commands.add_parser("flops", help="count the FLOPs of one image's network calls (no segmentation)")
+    flops = commands.add_parser("flops", help="count one image's FLOPs, the preset's beside the full method's "
+                                "(on the segmentor's code path; sd15-random on the meta device)")
     _add_model_arguments(flops)
     flops.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
 
