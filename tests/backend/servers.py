@@ -34,6 +34,7 @@ class Seen:
     headers: dict[str, str]
     body: bytes = b""
     completed: bool = False  # the whole response was sent (False: the client hung up first)
+    body_bytes_sent: int = 0  # of a trickled body, how many bytes the client took before hanging up
 
 
 @dataclass
@@ -97,13 +98,13 @@ class FakeServer:
                 server.seen.append(seen)
                 route = server.respond(self, body)
                 try:
-                    self._send(route)
+                    self._send(route, seen)
                 except OSError:  # the client hung up (a deadline or a cap): recorded as incomplete
                     self.close_connection = True
                     return
                 seen.completed = True
 
-            def _send(self, route: Route) -> None:
+            def _send(self, route: Route, seen: Seen) -> None:
                 time.sleep(route.delay_s)
                 self.send_response(route.status)
                 for name, value in route.headers.items():
@@ -120,6 +121,7 @@ class FakeServer:
                 for index in range(len(route.body)):
                     self.wfile.write(route.body[index : index + 1])
                     self.wfile.flush()
+                    seen.body_bytes_sent = index + 1
                     time.sleep(route.trickle_s)
 
             def log_message(self, *args: object) -> None:  # keep test output quiet

@@ -86,14 +86,16 @@ def test_full_queue_answers_503_with_retry_after_while_health_answers(
     client = make_client(local_files_document_root=document_root.resolve(), predict_queue_size=2, cache_dir=None)
     runtime = client.application.extensions["emerdiff"]
     (document_root / "fresh.png").write_bytes(png_bytes(7001))
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         with runtime.segmentation.gpu_lock:  # the model is busy: admitted requests wait for it
             waiting = [
                 pool.submit(predict, client, [task(index, "/data/local-files/?d=fresh.png")]) for index in (1, 2)
             ]
             while runtime.metrics.count("queue", "admitted") < 2:
                 time.sleep(0.01)
-            refused = client.post("/predict", json={"tasks": [task(3, SCENE)], "label_config": POLYGON_CONFIG})
+            body = {"tasks": [task(3, SCENE)], "label_config": POLYGON_CONFIG}
+            # In a thread: were it admitted, it would wait for the lock this test holds.
+            refused = pool.submit(client.post, "/predict", json=body).result(timeout=60)
             assert refused.status_code == 503
             assert int(refused.headers["Retry-After"]) >= 1
             assert refused.json["error"].startswith("busy: 2 prediction request(s) already admitted")
