@@ -15,6 +15,7 @@ from segmentor import EmerDiffConfig, EmerDiffSegmentor, load_model
 from segmentor.loading import BUNDLED_MODEL_DIR
 from segmentor.toy.scenes import write_scenes
 from tests.e2e.backend import REPO_ROOT, BackendServer, running_backend
+from tests.e2e.browser import start_chromium
 from tests.e2e.label_studio import LabelStudioServer, ensure_installed, running_label_studio
 
 LABEL_STUDIO_VENV = REPO_ROOT / ".venv-ls"
@@ -105,3 +106,21 @@ def reference_segmentor(model_reference: str) -> EmerDiffSegmentor:
     """The segmentor in this process, with the model and settings the backend runs with."""
     config = EmerDiffConfig(num_segments=NUM_SEGMENTS, seed=SEED, min_segment_area=MIN_AREA, device="cpu")
     return EmerDiffSegmentor(load_model(model_reference, device="cpu"), config)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by selenium (tests/e2e/browser.py), one per session."""
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+    """Each test's report on its item, so a fixture can tell a failed test (and keep its page)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
