@@ -231,9 +231,11 @@ def test_stop_drains_a_request_in_flight_and_refuses_new_ones(cpu_image: BuiltIm
     """`docker stop` under the compose file's grace period and graceful timeout, a prediction in flight: it
     completes, a new connection is refused meanwhile, and the container exits 0 (a SIGKILL at the end of
     the grace period would give 137)."""
-    held = HeldImageServer(bridge_gateway(), png_bytes(seed=5, height=64, width=80))
+    gateway = bridge_gateway()  # the host, as the container reaches it
+    held = HeldImageServer(gateway, png_bytes(seed=5, height=64, width=80))
     env = {
         "ALLOW_PRIVATE_IMAGE_ADDRESSES": "true",
+        "ALLOWED_IMAGE_HOSTS": gateway,
         "GUNICORN_GRACEFUL_TIMEOUT": COMPOSE_BACKEND["environment"]["GUNICORN_GRACEFUL_TIMEOUT"],
     }
     stop_timeout = COMPOSE_BACKEND["stop_grace_period"].removesuffix("s")

@@ -368,6 +368,7 @@ def test_sigterm_drains_the_request_in_flight_and_refuses_new_connections(
         "CACHE_DIR": "off",
         "DATA_DIR": "off",
         "ALLOW_PRIVATE_IMAGE_ADDRESSES": "true",
+        "ALLOWED_IMAGE_HOSTS": "127.0.0.1",
         "GUNICORN_GRACEFUL_TIMEOUT": "120",
     }
     body = {"tasks": [{"id": 1, "data": {"image": held.url}}], "label_config": POLYGON_CONFIG, "project": "1.1"}
