@@ -184,6 +184,7 @@ def build_cpu_image(log_dir: Path) -> BuiltImage:
     ca_bundle = host_ca_bundle()
     if ca_bundle is not None:
         command[1:1] = ["--secret", f"id=ca,src={ca_bundle}"]
+    previous = docker("image", "inspect", "--format", "{{.Id}}", TEST_IMAGE, check=False).stdout.strip()
     log = log_dir / "docker-build.log"
     start = time.monotonic()
     with log.open("w") as output:
@@ -194,6 +195,9 @@ def build_cpu_image(log_dir: Path) -> BuiltImage:
     seconds = time.monotonic() - start
     if done.returncode != 0:
         raise DockerSetupError(f"docker build failed:\n{log_tail(log)}")
+    current = docker("image", "inspect", "--format", "{{.Id}}", TEST_IMAGE).stdout.strip()
+    if previous and previous != current:  # the image this build replaced, untagged now
+        docker("image", "rm", previous, check=False)
     size = int(docker("image", "inspect", "--format", "{{.Size}}", TEST_IMAGE).stdout)
     print(f"docker build: {seconds:.0f} s, image {size / 1e9:.2f} GB ({log})", file=sys.stderr)
     return BuiltImage(TEST_IMAGE, seconds, size, log)
