@@ -47,6 +47,11 @@ class Route:
     trickle_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client hanging up (a deadline, a cap, a refused redirect) is what the tests provoke."""
+
+
 class FakeServer:
     """A threaded HTTP server; ``routes`` maps a path (with query) to a :class:`Route`."""
 
@@ -54,7 +59,7 @@ class FakeServer:
         self.routes: dict[str, Route] = {}
         self.seen: list[Seen] = []
         self.required_authorization: str | None = None  # answered 401 without it (except token refresh)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property

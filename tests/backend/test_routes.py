@@ -68,14 +68,17 @@ def test_setup_without_schema_gives_the_default_version(client: FlaskClient) -> 
     )
 
 
-def test_setup_refuses_an_unusable_config(client: FlaskClient) -> None:
+def test_setup_refuses_an_unusable_config(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
     config = (
         '<View><Image name="i" value="$image"/>'
         '<Choices name="c" toName="i"><Choice value="a"/></Choices></View>'
     )
-    response = client.post("/setup", json={"schema": config})
+    response = client.post("/setup", json={"schema": config, "project": "7.1"})
     assert response.status_code == 400
     assert "no <PolygonLabels> or <BrushLabels>" in response.json["error"]
+    # Label Studio shows only "400 Client Error": the reason must be in our log.
+    assert "/setup refused the label config of project '7.1'" in caplog.text
+    assert "no <PolygonLabels> or <BrushLabels>" in caplog.text
 
 
 @pytest.mark.parametrize(
