@@ -63,11 +63,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def increment(self, group: str, name: str, amount: float = 1) -> None:
+    def increment(self, group: str, name: str, n: float = 1) -> None:
         with self._lock:
-            self._groups[group][name] += amount
+            self._groups[group][name] += n
             counter, _ = self._counter(group)
-        counter.labels(name).inc(amount)
+        counter.labels(name).inc(n)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:

@@ -141,6 +141,8 @@ def test_metrics_shape(client: FlaskClient) -> None:
     exposition = client.get("/metrics")
     assert exposition.status_code == 200 and exposition.content_type.startswith("text/plain")
     assert 'emerdiff_requests_total{route="setup"} 1.0' in exposition.text
+    assert 'emerdiff_request_seconds_count{route="setup"} 1.0' in exposition.text  # latency per route
+    assert "emerdiff_predict_queue_depth 0.0" in exposition.text
 
 
 def basic(user: str, password: str) -> dict[str, str]:
