@@ -137,3 +137,23 @@ def test_upstream_variable_names(environ: dict[str, str], field: str, value: obj
 def test_refused_settings(environ: dict[str, str], expected: str) -> None:
     with pytest.raises(SettingsError, match=expected):
         Settings.from_env(environ)
+
+
+def test_images_are_decoded_under_the_model_lock(
+    make_client: Callable[..., FlaskClient], document_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One decoded image in memory at a time, however many threads hold downloaded files."""
+    from ml_backend import segmentation as segmentation_module
+
+    client = make_client(local_files_document_root=document_root.resolve(), cache_dir=None)
+    service = client.application.extensions["emerdiff"].segmentation
+    decode = segmentation_module.load_image
+    held: list[bool] = []
+
+    def recording_decode(*args: object, **kwargs: object) -> object:
+        held.append(service.gpu_lock.locked())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(segmentation_module, "load_image", recording_decode)
+    predict(client, [task(1, SCENE), task(2, "/data/local-files/?d=images/scene1.png")])
+    assert held == [True, True]
