@@ -202,10 +202,18 @@ def _load(label_path: Path, scores_path: Path) -> CachedSegmentation:
     )
 
 
+def stored_features(features: np.ndarray) -> np.ndarray:
+    """``features`` at the precision the cache keeps them (float16 halves the entry), as float32.
+
+    A fresh segmentation is rounded the same way before it is used, so its first answer equals every
+    later answer from the cache (label confidences, merge trees).
+    """
+    return features.astype(np.float16).astype(np.float32)
+
+
 def _arrays(segmentation: CachedSegmentation) -> dict[str, np.ndarray]:
     arrays = {"label_map": segmentation.label_map}
     if segmentation.features is not None and segmentation.low_res_labels is not None:
-        # float16 halves the entry; label learning compares normalised features, where it costs nothing.
         arrays["features"] = segmentation.features.astype(np.float16)
         arrays["low_res_labels"] = segmentation.low_res_labels
     if segmentation.merges is not None:

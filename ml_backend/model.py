@@ -9,6 +9,7 @@ what lives as long as the process (settings, loaded model, cache, downloader, me
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -115,7 +116,15 @@ class EmerDiffModel:
         """The project's label memory revision and classifier, read once per request; None: nothing learnt."""
         if self.runtime.learning is None or not any(target.learn for target in self.project.targets):
             return None
-        return self.runtime.learning.classifier(project_number(self.project_id))
+        try:
+            return self.runtime.learning.classifier(project_number(self.project_id))
+        except sqlite3.Error as error:
+            # A damaged or unreadable memory costs the learnt labels, never the predictions: the answer is
+            # what an unlearnt project gets, under its version, and turns labelled once the memory reads again.
+            logger.warning("label memory of project %s unreadable (%s); predicting without learnt labels",
+                           self.project_id, error)
+            self.runtime.metrics.increment("failures", "label_memory")
+            return None
 
     def predict(self, tasks: Sequence[object], context: dict | None = None) -> list[dict]:
         """One prediction per task, in order, always; a task that fails gets an error entry.

@@ -15,13 +15,13 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ml_backend.cache import CachedSegmentation, SegmentationCache
+from ml_backend.cache import CachedSegmentation, SegmentationCache, stored_features
 from ml_backend.errors import ImageDecodeError, SegmentationError
+from ml_backend.granularity import merge_tree
 from ml_backend.label_config import SegmentationParams
 from ml_backend.metrics import Metrics
 from ml_backend.settings import Settings
 from segmentor import DiffusionModel, EmerDiffConfig, EmerDiffSegmentor, ImageError, Segmentation, load_image
-from segmentor.merge_tree import MergeTree
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +113,13 @@ class SegmentationService:
                 raise ImageDecodeError(str(error)) from error
             with self.metrics.timed("segment"):
                 result = self._run(segmentor, image)
-            cached = CachedSegmentation(
-                label_map=result.label_map,
-                scores={segment.id: segment.score for segment in result.segments},
-                features=result.features,
-                low_res_labels=result.low_res_labels,
-                merges=_merge_tree(result),
+            cached = _with_merge_tree(
+                CachedSegmentation(
+                    label_map=result.label_map,
+                    scores={segment.id: segment.score for segment in result.segments},
+                    features=stored_features(result.features),
+                    low_res_labels=result.low_res_labels,
+                )
             )
             self.cache.put(image_sha256, fingerprint, cached)
         self.metrics.increment("segmentor", "segmentations")
@@ -136,7 +137,7 @@ class SegmentationService:
             raise SegmentationError(f"segmentation failed: {type(error).__name__}: {error}") from error
 
 
-def _merge_tree(result: Segmentation) -> np.ndarray:
-    """The merge tree over the segments (milliseconds), cached with them: every coarser K costs no new run."""
-    embeddings = np.stack([segment.embedding for segment in result.segments])
-    return MergeTree.build(result.label_map, embeddings).merges
+def _with_merge_tree(segmentation: CachedSegmentation) -> CachedSegmentation:
+    """The record with its merge tree (milliseconds), cached with it: every coarser K costs no new run."""
+    tree = merge_tree(segmentation)
+    return segmentation if tree is None else dataclasses.replace(segmentation, merges=tree.merges)

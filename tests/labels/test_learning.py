@@ -231,3 +231,16 @@ def test_bulk_created_annotations_and_deleted_tasks(client: FlaskClient, two_seg
                                              "project": {"id": 7}})
     assert response.status_code == 201 and response.json["result"]["forgotten"] == 2
     assert predict(client, [FIRST])[0] == original
+
+
+def test_an_unreadable_memory_costs_the_labels_not_the_predictions(
+    make_app: Callable[..., FlaskClient], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unlearnt = predict(make_app(data_dir=None), [FIRST, SECOND])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "label_memory.sqlite3").write_bytes(b"not a database" * 100)
+    with caplog.at_level(logging.WARNING, logger="ml_backend"):
+        served = predict(make_app(), [FIRST, SECOND])
+    assert served == unlearnt  # every task answered, with the default labels and today's version
+    assert "label memory" in caplog.text
