@@ -10,7 +10,7 @@
 #                    container that exits 64 in a loop, and `on-failure` does not start again a backend
 #                    that stopped cleanly when the Docker daemon restarts (host reboot). A held container
 #                    stays up, unhealthy, with the reason in its log and its health status.
-# Every other variable is a setting of the service: see ml_backend/settings.py and docs/DEPLOY.md.
+# Every other variable is a setting of the service: see ml_backend/core/settings.py and docs/DEPLOY.md.
 set -euo pipefail
 
 APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

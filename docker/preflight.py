@@ -1,7 +1,7 @@
 """Checks the entrypoint runs before gunicorn starts: one line naming the problem and exit 64, or exit 0.
 
 What is checked here would otherwise fail late, after the model has loaded (minutes with a hub model), or
-deep inside a download: every setting (ml_backend/settings.py, the same parser the service uses), the
+deep inside a download: every setting (ml_backend/core/settings.py, the same parser the service uses), the
 folders the service writes to (written to for real, so read-only volumes and foreign owners are caught,
 not just modes), and a model given as a local folder. Needs the repository root (the image's /app) on
 PYTHONPATH, as docker/entrypoint.sh runs it.
@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ml_backend.settings import Settings, SettingsError
+from ml_backend.core.settings import Settings, SettingsError
 
 EX_USAGE = 64  # sysexits.h: the configuration is wrong, starting again will not help
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ml_backend import label_memory_cli
+from ml_backend.labels import cli as label_memory_cli
 from ml_backend.preannotate import cli as preannotate_cli
 
 

@@ -1,4 +1,4 @@
-"""gunicorn settings, from the same environment variables as the app (see ml_backend/settings.py).
+"""gunicorn settings, from the same environment variables as the app (see ml_backend/core/settings.py).
 
 One worker per process holds the model in GPU memory, so one worker (run one container per GPU);
 its threads keep /health answering while a prediction holds the GPU lock. Settings are validated here
@@ -18,7 +18,7 @@ from types import FrameType
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
-from ml_backend.settings import Settings, SettingsError
+from ml_backend.core.settings import Settings, SettingsError
 
 try:
     _settings = Settings.from_env()

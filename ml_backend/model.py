@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,26 +18,26 @@ import numpy as np
 
 from converters.labelstudio import InvalidRegionError, regions_from_label_map, validate_regions
 from converters.model_version import prediction_version, version_string
-from ml_backend.cache import CachedSegmentation, SegmentationCache
-from ml_backend.errors import OutputValidationError, TaskDataError, TaskError
-from ml_backend.granularity import at_level
-from ml_backend.images import ImageResolver
-from ml_backend.interactive import ContextError, Prompt, parse_context, smart_regions, target_for
-from ml_backend.label_config import ProjectConfig, RegionTarget, SegmentationParams
-from ml_backend.label_learning import EVENTS as LEARNING_EVENTS
-from ml_backend.label_learning import LabelLearning, SegmentLabels, project_number
-from ml_backend.label_memory import FILE_NAME as LABEL_MEMORY_FILE
-from ml_backend.label_memory import LabelMemory
-from ml_backend.label_sync import prepare_rebuild, segment_function
-from ml_backend.metrics import Metrics
-from ml_backend.segmentation import SegmentationService
-from ml_backend.settings import Settings
+from ml_backend.core.errors import OutputValidationError, TaskDataError, TaskError
+from ml_backend.core.label_config import ProjectConfig, RegionTarget, SegmentationParams
+from ml_backend.core.metrics import Metrics
+from ml_backend.core.settings import Settings
+from ml_backend.images.resolver import ImageResolver
+from ml_backend.labels.learning import EVENTS as LEARNING_EVENTS
+from ml_backend.labels.learning import LabelLearning, SegmentLabels, project_number
+from ml_backend.labels.memory import FILE_NAME as LABEL_MEMORY_FILE
+from ml_backend.labels.memory import LabelMemory
+from ml_backend.labels.sync import prepare_rebuild
+from ml_backend.segmentation.cache import CachedSegmentation, SegmentationCache
+from ml_backend.segmentation.granularity import at_level
+from ml_backend.segmentation.service import SegmentationService
+from ml_backend.smart_tools.prompts import ContextError, Prompt, parse_context, smart_regions, target_for
 from segmentor import DiffusionModel
 from segmentor.labelling import LabelClassifier
 
 logger = logging.getLogger(__name__)
 
-# Webhook events answered 201 and handed to fit(): what label learning listens to (ml_backend.label_learning).
+# Webhook events answered 201 and handed to fit(): what label learning listens to (ml_backend.labels.learning).
 TRAINING_EVENTS = LEARNING_EVENTS
 
 
@@ -64,6 +64,16 @@ class Runtime:
         service.segmentor(service.default_params())  # the common case never builds one during a request
         return runtime
 
+    def segment_task(self, reference: str, task_id: object, target: RegionTarget) -> CachedSegmentation:
+        """A task image's segmentation for ``target``, as predictions get it (reader, segmentor, cache):
+        how label learning reads the segmentations it learns from."""
+        image = self.images.read(reference, task_id)
+        return self.segmentation.segment(image, target.segmentation)
+
+    def rebuild_job(self, project: int) -> Callable[[], dict]:
+        """The job that rebuilds ``project``'s label memory from Label Studio (``LearningError``: why not)."""
+        return prepare_rebuild(self.settings, self.learning, self.segment_task, project)
+
     @cached_property
     def default_version(self) -> str:
         """The version of the environment's defaults, before any project is known (for /health)."""
@@ -82,7 +92,7 @@ class EmerDiffModel:
 
     @cached_property
     def project(self) -> ProjectConfig:
-        """The parsed label config; :class:`~ml_backend.errors.ProjectConfigError` when it is unusable."""
+        """The parsed label config; :class:`~ml_backend.core.errors.ProjectConfigError` when it is unusable."""
         return ProjectConfig.parse(self.label_config, self.runtime.settings)
 
     def setup(self) -> str:
@@ -131,7 +141,7 @@ class EmerDiffModel:
 
         Without ``context`` the answer is the automatic segmentation of the whole image. With a smart
         tool's ``context.result`` (keypoints, rectangles) it is the region those prompts select from the
-        same, cached segmentation (``ml_backend.interactive``).
+        same, cached segmentation (``ml_backend.smart_tools.prompts``).
         """
         try:
             version = self.model_version
@@ -146,7 +156,7 @@ class EmerDiffModel:
     def fit(self, event: str, data: dict) -> dict:
         """Label learning: annotations teach the project's label memory (EmerDiff itself is training-free).
 
-        Raises :class:`~ml_backend.label_learning.LearningError` (with the HTTP status to answer) for a
+        Raises :class:`~ml_backend.labels.learning.LearningError` (with the HTTP status to answer) for a
         webhook that cannot be learnt from; the memory is then unchanged.
         """
         learning = self.runtime.learning
@@ -156,8 +166,8 @@ class EmerDiffModel:
             event,
             data,
             project_config=lambda label_config: ProjectConfig.parse(label_config, self.runtime.settings),
-            segment=segment_function(self.runtime),
-            prepare_rebuild=lambda project: prepare_rebuild(self.runtime, project),
+            segment=self.runtime.segment_task,
+            prepare_rebuild=self.runtime.rebuild_job,
         )
 
     def _predict_task(self, task: object, version: str, prompts: list[Prompt] | None = None) -> dict:

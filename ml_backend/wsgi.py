@@ -4,6 +4,6 @@ Importing this module reads the settings from the environment and loads the mode
 process, before the first request.
 """
 
-from ml_backend.app import create_app
+from ml_backend.service.app import create_app
 
 app = create_app()

@@ -1,6 +1,6 @@
 """Labels for segments, learnt from annotated regions: pooling, the classifier, merging same-label neighbours.
 
-Pure numpy / OpenCV, shared by the ML backend's label memory (``ml_backend.label_memory``) and the
+Pure numpy / OpenCV, shared by the ML backend's label memory (``ml_backend.labels.memory``) and the
 evaluation (``segmentor.evaluation.labels``), so what is measured is what the backend does:
 
 1. an annotated region (polygon, brush, rectangle) is rasterised at the image size

@@ -14,13 +14,13 @@ import signal
 import sys
 from pathlib import Path
 
-from ml_backend.errors import ProjectConfigError
-from ml_backend.label_config import ProjectConfig
+from ml_backend.core.errors import ProjectConfigError
+from ml_backend.core.label_config import ProjectConfig
+from ml_backend.core.settings import Settings, SettingsError
 from ml_backend.preannotate.job import JobOptions, run_job
 from ml_backend.preannotate.labelstudio import Backoff, LabelStudioApi, LabelStudioError, LabelStudioUnavailableError
 from ml_backend.preannotate.ledger import LEDGER_FILENAME, Ledger
 from ml_backend.preannotate.workers import LocalPool, Pool, RayPool
-from ml_backend.settings import Settings, SettingsError
 
 # Exit statuses: 0 every selected task holds a prediction (or --limit stopped it), 1 some tasks failed,
 # 2 nothing could start (arguments, settings, label config, credentials), 75 Label Studio went away

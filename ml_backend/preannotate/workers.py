@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from ml_backend.core.settings import Settings
 from ml_backend.model import EmerDiffModel, Runtime
-from ml_backend.settings import Settings
 from segmentor import load_model
 
 

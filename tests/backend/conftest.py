@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from ml_backend.app import create_app
-from ml_backend.settings import Settings
+from ml_backend.core.settings import Settings
+from ml_backend.service.app import create_app
 from segmentor import DiffusionModel, load_model
 from tests.backend.servers import FakeLabelStudio, FakeServer
 from tests.backend.support import NUM_SEGMENTS, png_bytes

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from ml_backend.cache import CachedSegmentation, SegmentationCache
-from ml_backend.settings import SettingsError
+from ml_backend.core.settings import SettingsError
+from ml_backend.segmentation.cache import CachedSegmentation, SegmentationCache
 from tests.backend.support import BOTH_CONFIG, POLYGON_CONFIG, metrics_of, predict, task
 
 SCENE = "/data/local-files/?d=images/scene0.png"
@@ -147,7 +147,7 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_corrupt_entry_is_evicted_and_rewritten(tmp_path: Path, corruption: str) -> None:
-    from ml_backend.metrics import Metrics
+    from ml_backend.core.metrics import Metrics
 
     metrics = Metrics()
     cache = SegmentationCache(tmp_path, metrics=metrics)

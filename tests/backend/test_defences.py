@@ -14,9 +14,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from ml_backend import model as model_module
-from ml_backend.errors import ImageFetchError
-from ml_backend.images import ImageResolver
-from ml_backend.settings import Settings
+from ml_backend.core.errors import ImageFetchError
+from ml_backend.core.settings import Settings
+from ml_backend.images.resolver import ImageResolver
 from tests.backend.servers import PERSONAL_ACCESS_TOKEN, FakeLabelStudio, FakeServer, Route, fake_jwt
 from tests.backend.support import BRUSH_CONFIG, POLYGON_CONFIG, png_bytes, predict, task
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from converters.labelstudio import validate_regions
-from ml_backend.cache import SegmentationCache
+from ml_backend.segmentation.cache import SegmentationCache
 from tests.backend.gunicorn import Gunicorn, gunicorn_command, gunicorn_environment, running_gunicorn
 from tests.backend.support import POLYGON_CONFIG, png_bytes
 from tests.e2e.processes import free_port, log_tail

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ml_backend.errors import (
+from ml_backend.core.errors import (
     BlockedAddressError,
     ImageFetchError,
     ImageSourceError,
     ImageTooLargeError,
 )
-from ml_backend.fetch import is_public_address
-from ml_backend.images import ImageResolver
-from ml_backend.labelstudio_auth import jwt_claims
-from ml_backend.settings import Settings
+from ml_backend.core.settings import Settings
+from ml_backend.images.credentials import jwt_claims
+from ml_backend.images.fetch import is_public_address
+from ml_backend.images.resolver import ImageResolver
 from tests.backend.servers import (
     ACCESS_TOKEN,
     LEGACY_TOKEN,

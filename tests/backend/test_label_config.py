@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from ml_backend.errors import ProjectConfigError
-from ml_backend.label_config import ProjectConfig, SegmentationParams
-from ml_backend.settings import Settings
+from ml_backend.core.errors import ProjectConfigError
+from ml_backend.core.label_config import ProjectConfig, SegmentationParams
+from ml_backend.core.settings import Settings
 from tests.backend.support import BOTH_CONFIG, BRUSH_CONFIG, POLYGON_CONFIG
 
 SETTINGS = Settings(num_segments=6, min_area=5, polygon_tolerance=1.5, max_vertices=80)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from ml_backend.segmentation import MAX_SEGMENTORS
-from ml_backend.settings import Settings, SettingsError
+from ml_backend.core.settings import Settings, SettingsError
+from ml_backend.segmentation.service import MAX_SEGMENTORS
 from tests.backend.support import BRUSH_CONFIG, POLYGON_CONFIG, metrics_of, png_bytes, predict, task
 
 SCENE = "/data/local-files/?d=images/scene0.png"
@@ -143,7 +143,7 @@ def test_images_are_decoded_under_the_model_lock(
     make_client: Callable[..., FlaskClient], document_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One decoded image in memory at a time, however many threads hold downloaded files."""
-    from ml_backend import segmentation as segmentation_module
+    from ml_backend.segmentation import service as segmentation_module
 
     client = make_client(local_files_document_root=document_root.resolve(), cache_dir=None)
     service = client.application.extensions["emerdiff"].segmentation

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_backend.settings import Settings, SettingsError
+from ml_backend.core.settings import Settings, SettingsError
 from segmentor import EmerDiffConfig
 from segmentor.loading import DEFAULT_MODEL
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ml_backend.errors import BlockedAddressError, ImageFetchError, ImageSourceError, TaskError
-from ml_backend.fetch import AmbiguousURLError, Origin, http_origin
-from ml_backend.images import ImageResolver
-from ml_backend.settings import Settings
+from ml_backend.core.errors import BlockedAddressError, ImageFetchError, ImageSourceError, TaskError
+from ml_backend.core.settings import Settings
+from ml_backend.core.urls import AmbiguousURLError, Origin, http_origin
+from ml_backend.images.resolver import ImageResolver
 from tests.backend.servers import ACCESS_TOKEN, LEGACY_TOKEN, FakeLabelStudio, FakeServer, Route
 from tests.backend.support import png_bytes
 
@@ -142,7 +142,7 @@ def test_origin_of_ordinary_urls(url: str, origin: Origin) -> None:
 
 
 def test_label_studio_url_is_read_the_same_strict_way() -> None:
-    from ml_backend.settings import SettingsError
+    from ml_backend.core.settings import SettingsError
 
     with pytest.raises(SettingsError, match=r"LABEL_STUDIO_URL=.*user names and passwords"):
         Settings.from_env({"LABEL_STUDIO_URL": "http://evil.example@label-studio:8080"})

@@ -19,8 +19,8 @@ import pytest
 import requests
 import yaml
 
-from ml_backend import settings as settings_module
-from ml_backend.settings import Settings
+from ml_backend.core import settings as settings_module
+from ml_backend.core.settings import Settings
 from tests.backend.support import POLYGON_CONFIG, png_bytes
 from tests.docker.held_server import HeldImageServer
 from tests.e2e.backend import ENTRYPOINT, HEALTHCHECK, REPO_ROOT, backend_environment, running_backend
@@ -139,7 +139,7 @@ def test_label_studio_runs_with_the_settings_the_end_to_end_test_verified() -> N
 
 
 def test_backend_variables_are_all_read_by_the_service() -> None:
-    """A misspelt variable would be ignored silently; every one must appear in ml_backend/settings.py."""
+    """A misspelt variable would be ignored silently; every one must appear in ml_backend/core/settings.py."""
     source = Path(settings_module.__file__).read_text(encoding="utf-8")
     hugging_face = {"HF_TOKEN", "HF_HUB_OFFLINE"}
     overrides = [service.get("environment", {}) for service in CPU_OVERRIDE["services"].values()]

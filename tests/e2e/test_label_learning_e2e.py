@@ -16,10 +16,9 @@ import pytest
 import requests
 from label_studio_sdk import LabelStudio
 
-from ml_backend.label_learning import UnknownProjectError
-from ml_backend.label_sync import prepare_rebuild
+from ml_backend.core.settings import Settings
+from ml_backend.labels.learning import UnknownProjectError
 from ml_backend.model import Runtime
-from ml_backend.settings import Settings
 from segmentor import load_model
 from segmentor.toy.scenes import generate_scene
 from tests.e2e.backend import BackendServer
@@ -140,9 +139,9 @@ def _rebuild_through_the_api(label_studio: LabelStudioServer, project: int, mode
         data_dir=tmp_path / "data",
     )
     runtime = Runtime.create(settings, load_model(model_reference, device="cpu"))
-    first = prepare_rebuild(runtime, project)()
+    first = runtime.rebuild_job(project)()
     assert first == {"learnt": 3, "unchanged": 0, "cancelled": 0, "failed": 0, "forgotten": 0}
-    assert prepare_rebuild(runtime, project)()["unchanged"] == 3
+    assert runtime.rebuild_job(project)()["unchanged"] == 3
     assert set(runtime.learning.memory.counts(project)) == {"Red", "Green", "Blue"}
     with pytest.raises(UnknownProjectError, match="no project 999999"):
-        prepare_rebuild(runtime, 999999)
+        runtime.rebuild_job(999999)

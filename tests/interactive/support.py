@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml_backend.cache import CachedSegmentation
+from ml_backend.segmentation.cache import CachedSegmentation
 
 SIZE = 40
 # Quadrants: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right (20 x 20 pixels each).

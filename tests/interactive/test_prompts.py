@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from converters import region_to_mask, validate_regions
-from ml_backend.interactive import ContextError, parse_context, smart_regions, target_for
-from ml_backend.label_config import ProjectConfig
-from ml_backend.settings import Settings
+from ml_backend.core.label_config import ProjectConfig
+from ml_backend.core.settings import Settings
+from ml_backend.smart_tools.prompts import ContextError, parse_context, smart_regions, target_for
 from tests.interactive.support import QUADRANTS, SCORES, at, keypoint, label_config, quadrants, rectangle
 
 SETTINGS = Settings(num_segments=4, min_area=1)

@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from converters import region_to_mask, regions_from_label_map
-from ml_backend.granularity import merge_tree
-from ml_backend.label_config import ProjectConfig
+from ml_backend.core.label_config import ProjectConfig
+from ml_backend.segmentation.granularity import merge_tree
 from segmentor.merge_tree import MergeTree
 from tests.interactive.support import keypoint, label_config
 

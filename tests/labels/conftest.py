@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from ml_backend.app import create_app
-from ml_backend.settings import Settings
+from ml_backend.core.settings import Settings
+from ml_backend.service.app import create_app
 from segmentor import DiffusionModel, load_model
 from segmentor.toy.scenes import generate_scene
 from tests.labels.support import NUM_SEGMENTS, SCENE_SEEDS

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_backend.label_memory import FILE_NAME, LabelMemory
+from ml_backend.labels.memory import FILE_NAME, LabelMemory
 from segmentor.labelling import LabelExample
 
 SPACE = "weights-a"

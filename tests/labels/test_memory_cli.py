@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ml_backend.__main__ import main
-from ml_backend.label_memory import FILE_NAME, LabelMemory
+from ml_backend.labels.memory import FILE_NAME, LabelMemory
 from segmentor.labelling import LabelExample
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ml_backend.core.settings import Settings
 from ml_backend.model import EmerDiffModel, Runtime
-from ml_backend.settings import Settings
 from segmentor import load_model
 from segmentor.__main__ import main as segmentor_main
 

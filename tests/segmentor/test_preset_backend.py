@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ml_backend.errors import ProjectConfigError
-from ml_backend.label_config import ProjectConfig
+from ml_backend.core.errors import ProjectConfigError
+from ml_backend.core.label_config import ProjectConfig
+from ml_backend.core.settings import Settings, SettingsError
 from ml_backend.model import EmerDiffModel, Runtime
-from ml_backend.settings import Settings, SettingsError
 
 
 def _label_config(attributes: str = "") -> str:

@@ -28,10 +28,10 @@ import numpy as np
 
 from converters.labelstudio import InvalidRegionError, brush_region, polygon_regions, region_to_mask
 from converters.polygons import mask_to_polygons
-from ml_backend.cache import CachedSegmentation
-from ml_backend.errors import TaskError
-from ml_backend.granularity import merge_tree
-from ml_backend.label_config import ProjectConfig, RegionTarget
+from ml_backend.core.errors import TaskError
+from ml_backend.core.label_config import ProjectConfig, RegionTarget
+from ml_backend.segmentation.cache import CachedSegmentation
+from ml_backend.segmentation.granularity import merge_tree
 from segmentor.merge_tree import MergeTree
 
 KEYPOINT, RECTANGLE = "keypointlabels", "rectanglelabels"

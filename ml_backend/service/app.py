@@ -2,7 +2,7 @@
 
 Routes: GET /health and / (open), POST /setup, POST /predict, POST /webhook, GET /metrics (Prometheus).
 Every error is JSON; a malformed request gets 400, a body over MAX_REQUEST_BYTES 413, a /predict beyond
-the prediction queue 503 with Retry-After (``ml_backend.admission``), and /predict answers one entry per
+the prediction queue 503 with Retry-After (``ml_backend.service.admission``), and /predict answers one entry per
 task even when tasks fail.
 """
 
@@ -16,12 +16,12 @@ from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
-from ml_backend.admission import PredictionQueue, QueueFullError
-from ml_backend.cache import SegmentationCache
-from ml_backend.errors import ProjectConfigError
-from ml_backend.label_learning import LearningError
+from ml_backend.core.errors import ProjectConfigError
+from ml_backend.core.settings import Settings
+from ml_backend.labels.learning import LearningError
 from ml_backend.model import TRAINING_EVENTS, EmerDiffModel, Runtime
-from ml_backend.settings import Settings
+from ml_backend.segmentation.cache import SegmentationCache
+from ml_backend.service.admission import PredictionQueue, QueueFullError
 from segmentor import DiffusionModel, load_model
 
 logger = logging.getLogger(__name__)

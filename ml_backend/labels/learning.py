@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from converters.label_config import LabelConfigError, parse_label_config
-from ml_backend.cache import CachedSegmentation
-from ml_backend.errors import TaskError
-from ml_backend.label_config import ProjectConfig, RegionTarget
-from ml_backend.label_memory import LabelMemory
+from ml_backend.core.errors import TaskError
+from ml_backend.core.label_config import ProjectConfig, RegionTarget
+from ml_backend.labels.memory import LabelMemory
+from ml_backend.segmentation.cache import CachedSegmentation
 from segmentor.labelling import (
     LabelClassifier,
     LabelExample,

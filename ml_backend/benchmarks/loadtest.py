@@ -1,6 +1,6 @@
 """Load benchmark: /health latency and prediction throughput with predictions queued, on 127.0.0.1 only.
 
-``python -m ml_backend.loadtest [--threads 4] [--queued 8] [--seconds 30]`` starts the backend under
+``python -m ml_backend.benchmarks.loadtest [--threads 4] [--queued 8] [--seconds 30]`` starts the backend under
 gunicorn (its real entry point) on a free loopback port with the cache off, keeps ``--queued``
 clients posting /predict (each a fresh image, so every admitted request is real work; a 503 is retried
 after its Retry-After, at most 1 s), polls /health one request after another, and prints one JSON

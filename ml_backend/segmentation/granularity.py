@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ml_backend.cache import CachedSegmentation
+from ml_backend.segmentation.cache import CachedSegmentation
 from segmentor.merge_tree import MergeTree, MergeTreeError, merged_scores
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _KNOWN_GROUPS = {
     "requests": ("emerdiff_requests_total", "route", "Requests per route."),
     "tasks": ("emerdiff_tasks_total", "outcome", "Tasks answered, by outcome (predicted / failed)."),
-    "failures": ("emerdiff_task_errors_total", "reason", "Failed tasks by reason (see ml_backend.errors)."),
+    "failures": ("emerdiff_task_errors_total", "reason", "Failed tasks by reason (see ml_backend.core.errors)."),
     "cache": ("emerdiff_cache_events_total", "event", "Segmentation cache hits, misses and evictions."),
     "segmentor": ("emerdiff_segmentor_total", "counter", "Segmentations and the network passes they cost."),
     "queue": ("emerdiff_queue_events_total", "event", "Prediction queue admissions and refusals."),

@@ -1,6 +1,6 @@
 """Throughput of the --ray path with 1, 2, ... actors on this machine, without Label Studio.
 
-``python -m ml_backend.preannotate.benchmark --tasks 12 --actors 1 2`` segments toy scenes through
+``python -m ml_backend.benchmarks.ray_actors --tasks 12 --actors 1 2`` segments toy scenes through
 :class:`RayPool` (the job's own worker, settings from the service's environment variables, cache off)
 and prints tasks/s per actor count and the ratio to one actor, as JSON. Each actor first segments one
 task untimed, so model loading and first-call overheads stay out of the figures.
@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ml_backend.core.settings import Settings
 from ml_backend.preannotate.workers import RayPool
-from ml_backend.settings import Settings
 from segmentor.toy.scenes import write_scenes
 
 LABEL_CONFIG = (
@@ -40,7 +40,7 @@ def measure(settings: Settings, warm_up: list[dict], timed: list[dict], actors: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ml_backend.preannotate.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ml_backend.benchmarks.ray_actors", description=__doc__)
     parser.add_argument("--tasks", type=int, default=12, help="timed tasks per actor count")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cpus-per-actor", type=int, default=1)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ml_backend.metrics import Metrics
+from ml_backend.core.metrics import Metrics
 
 
 class QueueFullError(RuntimeError):

@@ -7,35 +7,21 @@ the memory agree with Label Studio again after the backend missed events (it was
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from ml_backend.cache import CachedSegmentation
-from ml_backend.errors import TaskError
-from ml_backend.label_config import ProjectConfig, RegionTarget
-from ml_backend.label_learning import SegmentFn, UnknownProjectError, UnlearnableError
-
-if TYPE_CHECKING:
-    from ml_backend.model import Runtime
+from ml_backend.core.errors import TaskError
+from ml_backend.core.label_config import ProjectConfig
+from ml_backend.core.settings import Settings
+from ml_backend.labels.learning import LabelLearning, SegmentFn, UnknownProjectError, UnlearnableError
 
 
-def segment_function(runtime: Runtime) -> SegmentFn:
-    """How learning gets a task's segmentation: the prediction path's own reader, segmentor and cache."""
-
-    def segment(reference: str, task_id: object, target: RegionTarget) -> CachedSegmentation:
-        image = runtime.images.read(reference, task_id)
-        return runtime.segmentation.segment(image, target.segmentation)
-
-    return segment
-
-
-def prepare_rebuild(runtime: Runtime, project: int) -> Callable[[], dict]:
+def prepare_rebuild(settings: Settings, learning: LabelLearning | None, segment: SegmentFn,
+                    project: int) -> Callable[[], dict]:
     """Check that ``project`` can be rebuilt (Label Studio knows it, we can serve its config) and return the
-    job that does it; :class:`LearningError` says why not."""
-    settings = runtime.settings
-    if runtime.learning is None or not runtime.learning.enabled:
+    job that does it; :class:`LearningError` says why not. ``segment`` is the prediction path's own."""
+    if learning is None or not learning.enabled:
         raise UnlearnableError("label learning is off (DATA_DIR=off)")
     if settings.label_studio_url is None or settings.label_studio_api_key is None:
         raise UnlearnableError("rebuilding the label memory reads Label Studio's API: set LABEL_STUDIO_URL "
@@ -54,7 +40,7 @@ def prepare_rebuild(runtime: Runtime, project: int) -> Callable[[], dict]:
         raise UnknownProjectError(f"project {project}: its label config cannot be served: {error}") from error
 
     def job() -> dict:
-        return runtime.learning.rebuild(project, config, _annotated_tasks(client, project), segment_function(runtime))
+        return learning.rebuild(project, config, _annotated_tasks(client, project), segment)
 
     return job
 

@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 
-from ml_backend.label_learning import LearningError
-from ml_backend.label_memory import FILE_NAME, LabelMemory
-from ml_backend.settings import Settings, SettingsError
+from ml_backend.core.settings import Settings, SettingsError
+from ml_backend.labels.learning import LearningError
+from ml_backend.labels.memory import FILE_NAME, LabelMemory
 
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rebuild(settings: Settings, project: int) -> int:
-    from ml_backend.label_sync import prepare_rebuild
     from ml_backend.model import Runtime
     from segmentor import ModelLoadError, load_model
 
@@ -72,7 +71,7 @@ def _rebuild(settings: Settings, project: int) -> int:
         return EXIT_UNUSABLE
     try:
         model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
-        job = prepare_rebuild(Runtime.create(settings, model), project)
+        job = Runtime.create(settings, model).rebuild_job(project)
     except (LearningError, ModelLoadError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE

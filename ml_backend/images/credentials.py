@@ -13,8 +13,8 @@ import json
 import threading
 import time
 
-from ml_backend.errors import ImageFetchError
-from ml_backend.fetch import Downloader
+from ml_backend.core.errors import ImageFetchError
+from ml_backend.images.fetch import Downloader
 
 REFRESH_PATH = "/api/token/refresh/"
 # Renew this long before the access token's own expiry, so a download never starts with a dying token.

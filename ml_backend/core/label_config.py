@@ -40,8 +40,8 @@ from typing import TypeVar
 
 from converters.label_config import ControlTag, LabelConfigError, parse_label_config
 from converters.model_version import region_identity
-from ml_backend.errors import ProjectConfigError
-from ml_backend.settings import (
+from ml_backend.core.errors import ProjectConfigError
+from ml_backend.core.settings import (
     MAX_MIN_AREA,
     MAX_NUM_SEGMENTS,
     MAX_TOLERANCE,
@@ -101,7 +101,7 @@ class RegionTarget:
     segmentation: SegmentationParams
     tolerance: float
     max_vertices: int
-    # Label learning (ml_backend.label_learning): the control's labels, and its emerdiff-learn/-threshold/-merge.
+    # Label learning (ml_backend.labels.learning): the control's labels, and its emerdiff-learn/-threshold/-merge.
     labels: tuple[str, ...] = ()
     learn: bool = True
     threshold: float = DEFAULT_THRESHOLD

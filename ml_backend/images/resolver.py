@@ -12,7 +12,7 @@ Sources, by the shape of the reference:
   with credentials: Label Studio's own policy.
 
 Every hop of every download (redirects included) is re-vetted; credentials go only to Label Studio's
-origin, as read by :func:`~ml_backend.fetch.http_origin` (the reading of the client that connects);
+origin, as read by :func:`~ml_backend.core.urls.http_origin` (the reading of the client that connects);
 connections to non-public addresses are refused unless ALLOW_PRIVATE_IMAGE_ADDRESSES is set (Label
 Studio's own host and port are always allowed: the operator configured them). FETCH_TIMEOUT bounds the
 whole read of one image, token exchange and retries included.
@@ -25,18 +25,11 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ml_backend.errors import ImageFetchError, ImageSourceError, ImageTooLargeError
-from ml_backend.fetch import (
-    DEFAULT_PORTS,
-    Downloader,
-    Origin,
-    address_check,
-    checked_session,
-    display_url,
-    http_origin,
-)
-from ml_backend.labelstudio_auth import LabelStudioCredentials
-from ml_backend.settings import Settings
+from ml_backend.core.errors import ImageFetchError, ImageSourceError, ImageTooLargeError
+from ml_backend.core.settings import Settings
+from ml_backend.core.urls import DEFAULT_PORTS, Origin, display_url, http_origin
+from ml_backend.images.credentials import LabelStudioCredentials
+from ml_backend.images.fetch import Downloader, address_check, checked_session
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 LOCAL_FILES_PATH = "/data/local-files"
@@ -62,7 +55,7 @@ class ImageResolver:
         )
 
     def read(self, reference: str, task_id: object = None) -> bytes:
-        """The image file's bytes; a :class:`~ml_backend.errors.TaskError` subclass says why not."""
+        """The image file's bytes; a :class:`~ml_backend.core.errors.TaskError` subclass says why not."""
         reference = reference.strip()
         try:
             scheme = urlsplit(reference).scheme.lower()

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml_backend.metrics import Metrics
-from ml_backend.settings import SettingsError
+from ml_backend.core.metrics import Metrics
+from ml_backend.core.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 

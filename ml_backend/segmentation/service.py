@@ -15,12 +15,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ml_backend.cache import CachedSegmentation, SegmentationCache, stored_features
-from ml_backend.errors import ImageDecodeError, SegmentationError
-from ml_backend.granularity import merge_tree
-from ml_backend.label_config import SegmentationParams
-from ml_backend.metrics import Metrics
-from ml_backend.settings import Settings
+from ml_backend.core.errors import ImageDecodeError, SegmentationError
+from ml_backend.core.label_config import SegmentationParams
+from ml_backend.core.metrics import Metrics
+from ml_backend.core.settings import Settings
+from ml_backend.segmentation.cache import CachedSegmentation, SegmentationCache, stored_features
+from ml_backend.segmentation.granularity import merge_tree
 from segmentor import DiffusionModel, EmerDiffConfig, EmerDiffSegmentor, ImageError, Segmentation, load_image
 
 logger = logging.getLogger(__name__)

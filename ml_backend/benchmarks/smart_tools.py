@@ -5,7 +5,7 @@ One image (a synthetic scene, ``--size`` px) is segmented once by an automatic p
 the request, the image read and hash, the cache read, the selection, the region conversion and its
 validation. Prints p50/p95/max per region kind as JSON. Run:
 
-    python -m ml_backend.interactive_bench --model bundled --size 1024 --prompts 200
+    python -m ml_backend.benchmarks.smart_tools --model bundled --size 1024 --prompts 200
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ml_backend.app import create_app
-from ml_backend.settings import Settings
+from ml_backend.core.settings import Settings
+from ml_backend.service.app import create_app
 from segmentor.toy.scenes import generate_scene
 
 CONFIG = (

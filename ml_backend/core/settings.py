@@ -17,8 +17,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from converters.polygons import DEFAULT_MAX_VERTICES, DEFAULT_TOLERANCE
-from ml_backend.errors import TaskError
-from ml_backend.fetch import http_origin
+from ml_backend.core.errors import TaskError
+from ml_backend.core.urls import http_origin
 from segmentor.config import DEFAULT_PRESET, PRESETS, EmerDiffConfig
 from segmentor.loading import DEFAULT_MODEL
 
