@@ -8,10 +8,12 @@ what lives as long as the process (settings, loaded model, cache, downloader, me
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -28,8 +30,10 @@ from ml_backend.labels.learning import LabelLearning, SegmentLabels, project_num
 from ml_backend.labels.memory import FILE_NAME as LABEL_MEMORY_FILE
 from ml_backend.labels.memory import LabelMemory
 from ml_backend.labels.sync import prepare_rebuild
+from ml_backend.segmentation.background import BackgroundQueue
 from ml_backend.segmentation.cache import CachedSegmentation, SegmentationCache
 from ml_backend.segmentation.granularity import at_level
+from ml_backend.segmentation.references import ContentMemory
 from ml_backend.segmentation.service import SegmentationService
 from ml_backend.smart_tools.prompts import ContextError, Prompt, parse_context, smart_regions, target_for
 from segmentor import DiffusionModel
@@ -50,6 +54,10 @@ class Runtime:
     images: ImageResolver
     metrics: Metrics
     learning: LabelLearning | None = None
+    # Which content each image reference resolved to: cached segmentations found with no download.
+    references: ContentMemory = field(default_factory=ContentMemory)
+    # Segmentations of tasks a /predict had no time left for (PREDICT_BUDGET_SECONDS), into the cache.
+    background: BackgroundQueue | None = None
 
     @classmethod
     def create(cls, settings: Settings, model: DiffusionModel) -> Runtime:
@@ -60,15 +68,54 @@ class Runtime:
         runtime = cls(
             settings=settings, segmentation=service, images=ImageResolver(settings), metrics=metrics,
             learning=LabelLearning(memory, feature_space=model.identity),
+            background=BackgroundQueue(settings.background_queue_size, metrics, "segmentation"),
         )
         service.segmentor(service.default_params())  # the common case never builds one during a request
         return runtime
 
-    def segment_task(self, reference: str, task_id: object, target: RegionTarget) -> CachedSegmentation:
+    def segment_task(
+        self, reference: str, task_id: object, target: RegionTarget, fetched: dict[str, bytes] | None = None
+    ) -> CachedSegmentation:
         """A task image's segmentation for ``target``, as predictions get it (reader, segmentor, cache):
-        how label learning reads the segmentations it learns from."""
-        image = self.images.read(reference, task_id)
-        return self.segmentation.segment(image, target.segmentation)
+        how label learning reads the segmentations it learns from.
+
+        A reference whose content is remembered and cached is answered with no download; ``fetched``
+        (reference -> bytes) shares one download between the controls of one task.
+        """
+        cached = self.cached_segmentation(reference, target)
+        if cached is not None:
+            return cached
+        image = fetched.get(reference) if fetched is not None else None
+        if image is None:
+            with self.metrics.timed("fetch"):
+                image = self.images.read(reference, task_id)
+            if fetched is not None:
+                fetched[reference] = image
+        image_sha256 = hashlib.sha256(image).hexdigest()
+        self.references.remember(reference, image_sha256)
+        return self.segmentation.segment(image, target.segmentation, image_sha256)
+
+    def cached_segmentation(self, reference: str, target: RegionTarget) -> CachedSegmentation | None:
+        """The segmentation of ``reference`` from the cache, when its content is known; never downloads."""
+        image_sha256 = self.references.get(reference)
+        if image_sha256 is None:
+            return None
+        return self.segmentation.lookup(image_sha256, target.segmentation)
+
+    def is_cached(self, reference: str, target: RegionTarget) -> bool:
+        """Whether ``reference``'s segmentation for ``target`` is known to be cached (reads no entry)."""
+        image_sha256 = self.references.get(reference)
+        return image_sha256 is not None and self.segmentation.is_cached(image_sha256, target.segmentation)
+
+    def segment_later(self, reference: str, task_id: object, target: RegionTarget) -> bool:
+        """Queue the segmentation in the background; False when the queue is full (or there is none)."""
+        if self.background is None:
+            return False
+        if self.is_cached(reference, target):
+            return True
+        return self.background.submit(
+            (reference, target.segmentation), lambda: self.segment_task(reference, task_id, target)
+        )
 
     def rebuild_job(self, project: int) -> Callable[[], dict]:
         """The job that rebuilds ``project``'s label memory from Label Studio (``LearningError``: why not)."""
@@ -151,7 +198,71 @@ class EmerDiffModel:
             prompts = parse_context(context)
         except ContextError as error:
             return [self._failure(task, error, version) for task in tasks]
-        return [self._predict_task(task, version, prompts) for task in tasks]
+        if prompts:
+            return [self._predict_task(task, version, prompts) for task in tasks]
+        return self._predict_within_budget(tasks, version)
+
+    def _predict_within_budget(self, tasks: Sequence[object], version: str) -> list[dict]:
+        """Predictions until PREDICT_BUDGET_SECONDS is spent; the tasks left get entries without ``result``.
+
+        Label Studio sends a whole selection in one request and waits ML_TIMEOUT_PREDICT (100 s) for it.
+        Tasks whose segmentations are known to be cached go first (milliseconds each, no download); once
+        the budget is spent, each task left is answered without a result (Label Studio stores nothing and
+        asks again next time) and its segmentation is queued in the background, into the cache, so
+        repeating the action completes the selection.
+        """
+        deadline = time.monotonic() + self.runtime.settings.predict_budget_seconds
+        order = sorted(range(len(tasks)), key=lambda index: not self._known_cached(tasks[index]))
+        results: list[dict] = [{}] * len(tasks)
+        deferred = refused = 0
+        for index in order:
+            task = tasks[index]
+            if time.monotonic() < deadline:
+                results[index] = self._predict_task(task, version)
+                continue
+            results[index], queued = self._defer(task, version)
+            deferred += 1
+            refused += not queued
+        if deferred:
+            logger.info(
+                "%d of %d tasks left without a prediction: PREDICT_BUDGET_SECONDS=%s was spent; their "
+                "segmentations continue in the background (%d could not be queued: BACKGROUND_QUEUE_SIZE); "
+                "retrieve predictions again to get them, or pre-annotate a whole project with "
+                "`python -m ml_backend preannotate`",
+                deferred, len(tasks), self.runtime.settings.predict_budget_seconds, refused,
+            )
+        return results
+
+    def _known_cached(self, task: object) -> bool:
+        try:
+            return all(self.runtime.is_cached(reference, target) for reference, target in self._inputs(task))
+        except TaskError:
+            return False
+
+    def _inputs(self, task: object) -> list[tuple[str, RegionTarget]]:
+        """The (image reference, control) pairs of ``task`` that need a segmentation each."""
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise TaskDataError("task must be a JSON object with a 'data' object")
+        inputs: dict[tuple[str, SegmentationParams], tuple[str, RegionTarget]] = {}
+        for target in self.project.targets:
+            inputs.setdefault((target.data_key, target.segmentation), (_image_reference(task, target), target))
+        return list(inputs.values())
+
+    def _defer(self, task: object, version: str) -> tuple[dict, bool]:
+        """The entry of a task past the budget (no ``result``), its segmentations queued; False: not queued."""
+        try:
+            inputs = self._inputs(task)
+        except TaskError as error:
+            return self._failure(task, error, version), True
+        queued = all(
+            [self.runtime.segment_later(reference, _task_id(task), target) for reference, target in inputs]
+        )
+        self.runtime.metrics.increment("tasks", "deferred")
+        reason = "segmentation queued" if queued else "background queue full"
+        return {
+            "model_version": version,
+            "error": f"deferred: PREDICT_BUDGET_SECONDS spent, {reason}; retrieve predictions again",
+        }, queued
 
     def fit(self, event: str, data: dict) -> dict:
         """Label learning: annotations teach the project's label memory (EmerDiff itself is training-free).
@@ -185,9 +296,7 @@ class EmerDiffModel:
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise TaskDataError("task must be a JSON object with a 'data' object")
         target = target_for(self.project, prompts)
-        with self.runtime.metrics.timed("fetch"):
-            image = self.runtime.images.read(_image_reference(task, target), task.get("id"))
-        segmentation = self.runtime.segmentation.segment(image, target.segmentation)
+        segmentation = self.runtime.segment_task(_image_reference(task, target), task.get("id"), target)
         with self.runtime.metrics.timed("smart_regions"):
             regions, score = smart_regions(prompts, target, segmentation)
         try:
@@ -200,20 +309,15 @@ class EmerDiffModel:
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise TaskDataError("task must be a JSON object with a 'data' object")
         metrics = self.runtime.metrics
-        images: dict[str, bytes] = {}
+        fetched: dict[str, bytes] = {}
         segmentations: dict[tuple[str, SegmentationParams], CachedSegmentation] = {}
         regions: list[dict] = []
         scores: list[float] = []
         for target in self.project.targets:
             key = (target.data_key, target.segmentation)
             if key not in segmentations:
-                if target.data_key not in images:
-                    with metrics.timed("fetch"):
-                        images[target.data_key] = self.runtime.images.read(
-                            _image_reference(task, target), task.get("id")
-                        )
-                segmentations[key] = self.runtime.segmentation.segment(
-                    images[target.data_key], target.segmentation
+                segmentations[key] = self.runtime.segment_task(
+                    _image_reference(task, target), task.get("id"), target, fetched
                 )
             with metrics.timed("regions"):
                 # The segments that become this control's regions: its level of the merge tree.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -177,9 +178,14 @@ def _missing_weights_message(hub_id: str, reason: str) -> str:
 
 def _folder_identity(folder: Path) -> str:
     """A short hash of the components' configs and weight files (sizes and both ends), stable across copies."""
-    digest = hashlib.sha256()
     root = folder.resolve()
-    for path in sorted(p for component in _COMPONENTS for p in (root / component).rglob("*")):
+    return files_identity(root, (p for component in _COMPONENTS for p in (root / component).rglob("*")))
+
+
+def files_identity(root: Path, paths: Iterable[Path]) -> str:
+    """A short hash of the model files among ``paths`` (names under ``root``, sizes and both ends)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
         if not path.is_file() or path.suffix not in (".json", ".txt", ".safetensors", ".bin"):
             continue
         digest.update(str(path.relative_to(root)).encode())

@@ -25,8 +25,19 @@ from segmentor.loading import DEFAULT_MODEL
 T = TypeVar("T")
 
 _DEFAULTS = EmerDiffConfig()
-DEFAULT_CACHE_DIR = Path("~/.cache/emerdiff-ml-backend").expanduser()
-DEFAULT_DATA_DIR = Path("~/.local/share/emerdiff-ml-backend").expanduser()
+
+
+def default_cache_dir() -> Path:
+    """CACHE_DIR's default, ~/.cache/emerdiff-ml-backend, read from HOME when a Settings is made (not at
+    import), so that a process, or a test, that points HOME elsewhere never writes into the real one."""
+    return Path("~/.cache/emerdiff-ml-backend").expanduser()
+
+
+def default_data_dir() -> Path:
+    """DATA_DIR's default, ~/.local/share/emerdiff-ml-backend, read from HOME like :func:`default_cache_dir`."""
+    return Path("~/.local/share/emerdiff-ml-backend").expanduser()
+
+
 # Cost grows with 2 x segments modulated runs per image; the paper tests 10-40.
 MAX_NUM_SEGMENTS = 100
 # Upper bounds of the region knobs (environment and emerdiff-* attributes): far above any useful
@@ -35,8 +46,10 @@ MAX_MIN_AREA = 100_000_000
 MAX_TOLERANCE = 1000.0
 MAX_VERTICES = 100_000
 # Upstream's variable names (label-studio-ml-backend examples) -> ours; either may be set, not both.
+# MODEL_DIR is upstream's state folder (what a backend keeps between runs), so it names DATA_DIR here;
+# the model to load is EMERDIFF_MODEL, which upstream has no name for.
 ALIASES = {
-    "MODEL_DIR": "EMERDIFF_MODEL",
+    "MODEL_DIR": "DATA_DIR",
     "DEVICE": "EMERDIFF_DEVICE",
     "THREADS": "GUNICORN_THREADS",
     "LABEL_STUDIO_HOST": "LABEL_STUDIO_URL",
@@ -93,10 +106,10 @@ class Settings:
     # FETCH_TIMEOUT: seconds for connecting, for each read, and for a whole download.
     fetch_timeout: float = 20.0
     # CACHE_DIR: folder of the segmentation cache; "off" disables it.
-    cache_dir: Path | None = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
     # DATA_DIR: folder of what the service keeps (the label memory of label learning); "off" disables
     # label learning.
-    data_dir: Path | None = DEFAULT_DATA_DIR
+    data_dir: Path | None = field(default_factory=default_data_dir)
     # BASIC_AUTH_USER / BASIC_AUTH_PASS: require HTTP basic auth on every route but /health and /.
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = field(default=None, repr=False)
@@ -115,8 +128,19 @@ class Settings:
     graceful_timeout: int = 8
     # MAX_REQUEST_BYTES: largest request body (answered 413 beyond it). Default 16 MiB.
     max_request_bytes: int = 16 * 1024 * 1024
-    # MAX_TASKS_PER_REQUEST: most tasks in one /predict (answered 400 beyond it).
-    max_tasks_per_request: int = 100
+    # MAX_TASKS_PER_REQUEST: most tasks in one /predict (answered 400 beyond it). High: Label Studio sends a
+    # whole selection in one request; MAX_REQUEST_BYTES bounds its size and PREDICT_BUDGET_SECONDS its time.
+    max_tasks_per_request: int = 100_000
+    # PREDICT_BUDGET_SECONDS: seconds a /predict spends answering tasks; the tasks left then get no result
+    # (Label Studio stores nothing and asks again) while their segmentations go on in the background.
+    # Keep it plus FETCH_TIMEOUT plus one segmentation under Label Studio's ML_TIMEOUT_PREDICT (100 s).
+    predict_budget_seconds: float = 50.0
+    # BACKGROUND_QUEUE_SIZE: segmentations waiting in the background (each holds an image reference, no
+    # bytes); beyond it a task is left for a later request.
+    background_queue_size: int = 10_000
+    # CA_BUNDLE: PEM file (or OpenSSL hashed folder) of the certificate authorities trusted for HTTPS to
+    # Label Studio and image hosts. Unset: REQUESTS_CA_BUNDLE, then SSL_CERT_FILE, then certifi's bundle.
+    ca_bundle: Path | None = None
     # MAX_SEGMENTATIONS_PER_TASK: most distinct segmentations (controls with different emerdiff-segments
     # / emerdiff-min-area) one label config may ask of every image.
     max_segmentations_per_task: int = 2
@@ -164,6 +188,11 @@ class Settings:
             graceful_timeout=env.integer("GUNICORN_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 1, 3600),
             max_request_bytes=env.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, None),
             max_tasks_per_request=env.integer("MAX_TASKS_PER_REQUEST", defaults.max_tasks_per_request, 1, None),
+            predict_budget_seconds=env.number(
+                "PREDICT_BUDGET_SECONDS", defaults.predict_budget_seconds, 0.0, 3600.0
+            ),
+            background_queue_size=env.integer("BACKGROUND_QUEUE_SIZE", defaults.background_queue_size, 1, None),
+            ca_bundle=_ca_bundle(env),
             max_segmentations_per_task=env.integer(
                 "MAX_SEGMENTATIONS_PER_TASK", defaults.max_segmentations_per_task, 1, 16
             ),
@@ -300,6 +329,23 @@ def _host_patterns(value: str) -> tuple[str, ...]:
         if pattern != "*" and (not name or "*" in name or "/" in name or ":" in name):
             raise ValueError(f"{pattern!r} is not a host name, '*.domain' or '*' (no scheme, port or path)")
     return patterns
+
+
+def _ca_bundle(env: _Env) -> Path | None:
+    """CA_BUNDLE, else the standard REQUESTS_CA_BUNDLE / SSL_CERT_FILE (downloads ignore the rest of the
+    environment: its proxies and .netrc would bypass the address policy); each must exist."""
+    for name in ("CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        bundle = env.parsed(name, None, _existing_path)
+        if bundle is not None:
+            return bundle
+    return None
+
+
+def _existing_path(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ValueError("no such file or folder")
+    return path
 
 
 def _cache_dir(value: str) -> Path | None:

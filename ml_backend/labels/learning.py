@@ -20,16 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
-from converters.label_config import LabelConfigError, parse_label_config
+from converters.label_config import ControlTag, LabelConfigError, parse_label_config
+from converters.labelstudio import InvalidRegionError, check_region
 from ml_backend.core.errors import TaskError
 from ml_backend.core.label_config import ProjectConfig, RegionTarget
-from ml_backend.labels.memory import LabelMemory
+from ml_backend.labels.memory import LabelMemory, MemoryBusyError
 from ml_backend.segmentation.cache import CachedSegmentation
 from segmentor.labelling import (
     LabelClassifier,
@@ -50,6 +53,9 @@ REBUILD_EVENT = "START_TRAINING"
 EVENTS = (*LEARN_EVENTS, *FORGET_EVENTS, REBUILD_EVENT)
 # Controls whose regions teach labels: every mask-like control on an image that some learning target uses.
 TEACHING_TAGS = ("PolygonLabels", "BrushLabels", "RectangleLabels")
+# Ids are stored as SQLite INTEGERs (signed 64 bits); Label Studio's are positive and far below.
+MAX_ID = 2**63 - 1
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also passes "²", which int() refuses
 
 
 class LearningError(Exception):
@@ -69,6 +75,20 @@ class UnlearnableError(LearningError):
     reason = "unlearnable"
 
 
+class LabelStudioUnavailableError(LearningError):
+    """Label Studio, asked about the project, could not be reached or answered an error: retry later."""
+
+    status = 502
+    reason = "label_studio"
+
+
+class MemoryUnavailableError(LearningError):
+    """The label memory cannot be written now (another process holds its lock): retry later."""
+
+    status = 503
+    reason = "label_memory_busy"
+
+
 @dataclass(frozen=True)
 class SegmentLabels:
     """A control's segments after labelling: the (maybe merged) label map and each segment's label/score."""
@@ -80,6 +100,8 @@ class SegmentLabels:
 
 # segment(image reference, task id, target) -> the segmentation of that task's image for that control.
 SegmentFn = Callable[[str, object, RegionTarget], CachedSegmentation]
+# project_config(project id, the webhook body) -> the project's parsed label config (LearningError: why not).
+ProjectConfigFn = Callable[[int, dict], ProjectConfig]
 
 
 class LabelLearning:
@@ -141,12 +163,14 @@ class LabelLearning:
 
     # --- webhooks ----------------------------------------------------------------------------------
 
-    def handle(self, action: str, body: dict, project_config: Callable[[object], ProjectConfig],
+    def handle(self, action: str, body: dict, project_config: ProjectConfigFn,
                segment: SegmentFn, prepare_rebuild: Callable[[int], Callable[[], object]]) -> dict:
         """Apply one webhook; :class:`LearningError` (with its HTTP status) when it cannot be learnt from.
 
-        ``prepare_rebuild(project)`` checks a rebuild can run (raising :class:`LearningError` if not) and
-        returns the job, which runs in the background.
+        Everything that can be checked without the image is checked here, before anything changes:
+        ids, the project (``project_config`` says whose label config applies), every region of a
+        teaching control. ``prepare_rebuild(project)`` checks a rebuild can run (raising
+        :class:`LearningError` if not) and returns the job, which runs in the background.
         """
         if self.memory is None:
             return {"learnt": False, "reason": "label learning is off (DATA_DIR=off)"}
@@ -156,9 +180,10 @@ class LabelLearning:
         if action in FORGET_EVENTS:
             return self._forget(action, body, project)
         annotations, tasks = _annotations_and_tasks(body)
-        config = _project_config(body, project_config)
-        learnt = [self.learn(project, config, annotation, tasks.get(_annotation_task(annotation)), segment)
-                  for annotation in annotations]
+        config = project_config(project, body)
+        controls = _teaching_controls(config)
+        checked = [_checked_annotation(annotation, tasks, config, controls) for annotation in annotations]
+        learnt = [self.learn(project, config, annotation, task, segment) for annotation, task in checked]
         return {"annotations": learnt}
 
     def learn(self, project: int, config: ProjectConfig, annotation: dict, task: dict | None,
@@ -166,7 +191,7 @@ class LabelLearning:
         """Store what one annotation teaches (cancelled: forget it); the stored examples per label."""
         annotation_id = _integer(annotation.get("id"), "annotation.id")
         if annotation.get("was_cancelled"):
-            removed = self.memory.delete_annotations(project, [annotation_id])
+            removed = self._write(self.memory.delete_annotations, project, [annotation_id])
             return {"id": annotation_id, "cancelled": True, "forgotten": bool(removed)}
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise LearningError(f"annotation {annotation_id}: the payload has no task with a 'data' object")
@@ -175,14 +200,26 @@ class LabelLearning:
         if not isinstance(result, list):
             raise LearningError(f"annotation {annotation_id}: 'result' must be a list of regions")
         examples = self.examples(config, task, result, segment)
-        self.memory.replace_annotation(project, annotation_id, task_id, examples, self.feature_space,
-                                       source if source is not None else annotation_source(annotation, task))
+        stored = self._write(self.memory.replace_annotation, project, annotation_id, task_id, examples,
+                             self.feature_space, source if source is not None else annotation_source(annotation, task),
+                             _updated_at(annotation))
+        if not stored:
+            logger.warning("project %s: annotation %s of task %s not learnt: a newer version (updated_at) is "
+                           "already stored", project, annotation_id, task_id)
+            return {"id": annotation_id, "task": task_id, "stale": True}
         counts: dict[str, int] = {}
         for example in examples:
             counts[example.label] = counts.get(example.label, 0) + 1
         logger.info("project %s: learnt annotation %s of task %s: %s", project, annotation_id, task_id,
                     counts or "no labelled regions")
         return {"id": annotation_id, "task": task_id, "examples": counts}
+
+    @staticmethod
+    def _write(write: Callable[..., object], *arguments: object) -> object:
+        try:
+            return write(*arguments)
+        except MemoryBusyError as error:
+            raise MemoryUnavailableError(str(error)) from error
 
     def examples(self, config: ProjectConfig, task: dict, result: Sequence[dict],
                  segment: SegmentFn) -> list[LabelExample]:
@@ -205,17 +242,18 @@ class LabelLearning:
             try:
                 examples += examples_from_regions(regions, segmentation.features, labels_of,
                                                   segmentation.label_map.shape)
-            except RegionLabelError as error:
+            except (RegionLabelError, InvalidRegionError, ArithmeticError) as error:
+                # ArithmeticError: numbers a JSON body can carry but no float holds (10**400)
                 raise UnlearnableError(f"task {task.get('id')}: {error}") from error
         return examples
 
     def _forget(self, action: str, body: dict, project: int) -> dict:
         if action == "TASKS_DELETED":
             tasks = _id_list(body.get("tasks"), "tasks")
-            return {"forgotten": self.memory.delete_tasks(project, tasks)}
+            return {"forgotten": self._write(self.memory.delete_tasks, project, tasks)}
         key = "annotations" if action == "ANNOTATIONS_DELETED" else "annotation"
         ids = _id_list(body.get(key) if key == "annotations" else [body.get(key)], key)
-        return {"forgotten": self.memory.delete_annotations(project, ids)}
+        return {"forgotten": self._write(self.memory.delete_annotations, project, ids)}
 
     # --- rebuilds ----------------------------------------------------------------------------------
 
@@ -277,13 +315,15 @@ def annotation_source(annotation: dict, task: dict) -> str:
 
 
 def project_number(project: object) -> int | None:
-    """Label Studio's project id from ``/predict``'s and ``/setup``'s ``"<id>.<created timestamp>"``."""
-    if isinstance(project, int) and not isinstance(project, bool):
-        return project
+    """Label Studio's project id from ``/predict``'s and ``/setup``'s ``"<id>.<created timestamp>"``.
+
+    None for anything else, including ids no SQLite integer holds and digits other than ASCII ones.
+    """
     if isinstance(project, str):
         head = project.split(".", 1)[0]
-        if head.isdigit():
-            return int(head)
+        project = int(head) if _ASCII_DIGITS.fullmatch(head) else None
+    if isinstance(project, int) and not isinstance(project, bool) and 0 <= project <= MAX_ID:
+        return project
     return None
 
 
@@ -327,15 +367,20 @@ def _project_id(body: dict) -> int:
     return number
 
 
-def _project_config(body: dict, project_config: Callable[[object], ProjectConfig]) -> ProjectConfig:
-    project = body.get("project")
-    label_config = project.get("label_config") if isinstance(project, dict) else None
+def body_project_config(project: int, body: dict, parse: Callable[[str], ProjectConfig]) -> ProjectConfig:
+    """The label config the webhook body carries (``project.label_config``), parsed: whoever can post to
+    /webhook decides it, so this is used only when Label Studio cannot be asked (no credentials)."""
+    label_config = body["project"].get("label_config") if isinstance(body.get("project"), dict) else None
     if not isinstance(label_config, str) or not label_config.strip():
         raise LearningError("'project.label_config' is missing: enable 'send payload' on the webhook")
+    return parsed_project_config(project, label_config, parse)
+
+
+def parsed_project_config(project: int, label_config: str, parse: Callable[[str], ProjectConfig]) -> ProjectConfig:
     try:
-        return project_config(label_config)
+        return parse(label_config)
     except (TaskError, LabelConfigError) as error:
-        raise UnknownProjectError(f"project {project.get('id')}: its label config cannot be served: {error}") from error
+        raise UnknownProjectError(f"project {project}: its label config cannot be served: {error}") from error
 
 
 def _annotations_and_tasks(body: dict) -> tuple[list[dict], dict[int, dict]]:
@@ -348,9 +393,80 @@ def _annotations_and_tasks(body: dict) -> tuple[list[dict], dict[int, dict]]:
     return annotations, by_id
 
 
-def _annotation_task(annotation: dict) -> object:
+def _checked_annotation(annotation: dict, tasks: dict[int, dict], config: ProjectConfig,
+                        controls: dict[str, tuple[RegionTarget, dict[str, tuple[str, ...]]]]) -> tuple[dict, dict]:
+    """The annotation and its task, once everything that needs no image is known good (else LearningError).
+
+    A malformed region is refused here, before anything is stored: skipping it would store the annotation
+    without it (or with nothing), silently replacing what it taught before.
+    """
+    annotation_id = _integer(annotation.get("id"), "annotation.id")
+    task_id = _annotation_task(annotation)
+    task = tasks.get(task_id) if task_id is not None else None
+    if task is None and len(tasks) == 1 and task_id is None:
+        task = next(iter(tasks.values()))
+    if annotation.get("was_cancelled"):
+        return annotation, task
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise LearningError(f"annotation {annotation_id}: the payload has no task with a 'data' object")
+    _integer(task.get("id"), "task.id")
+    result = annotation.get("result")
+    if not isinstance(result, list):
+        raise LearningError(f"annotation {annotation_id}: 'result' must be a list of regions")
+    teaching = {name: labels for _, labels_of in controls.values() for name, labels in labels_of.items()}
+    tags = {control.name: control for control in parse_label_config(config.label_config)}
+    for index, region in enumerate(result):
+        _check_region(annotation_id, index, region, teaching, tags)
+    _updated_at(annotation)
+    return annotation, task
+
+
+def _check_region(annotation_id: int, index: int, region: object, teaching: dict[str, tuple[str, ...]],
+                  tags: dict[str, ControlTag]) -> None:
+    where = f"annotation {annotation_id}: result[{index}]"
+    if not isinstance(region, dict):
+        raise LearningError(f"{where} must be a region object, got {type(region).__name__}")
+    if region.get("type") == "relation":  # links two regions; carries no from_name / value
+        return
+    from_name = region.get("from_name")
+    if not isinstance(from_name, str) or not isinstance(region.get("value"), dict):
+        raise LearningError(f"{where} must have a 'from_name' string and a 'value' object (got "
+                            f"from_name={from_name!r:.40})")
+    if from_name not in teaching:
+        return  # another control's result (choices, text, keypoints...): not ours to learn from
+    value = region["value"]
+    names = value.get(region.get("type")) if isinstance(region.get("type"), str) else None
+    if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
+        raise LearningError(f"{where}: value.{region.get('type')} must hold exactly one label, got {names!r:.80}")
+    if names[0] not in teaching[from_name]:
+        raise UnlearnableError(f"{where}: label {names[0]!r} is not in control {from_name!r} "
+                               f"(labels: {list(teaching[from_name])})")
+    try:
+        check_region(region, tags)
+    except (InvalidRegionError, ArithmeticError) as error:  # ArithmeticError: 10**400 is no float
+        raise LearningError(f"{where}: {error}") from error
+
+
+def _updated_at(annotation: dict) -> float | None:
+    """Label Studio's ``updated_at`` as epoch seconds; None when absent (a malformed one is refused)."""
+    value = annotation.get("updated_at")
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise LearningError(f"annotation {annotation.get('id')!r:.40}: 'updated_at' must be an ISO 8601 time, "
+                            f"got {value!r:.40}")
+    return moment.timestamp() if moment.tzinfo is not None else moment.replace(tzinfo=UTC).timestamp()
+
+
+def _annotation_task(annotation: dict) -> int | None:
     task = annotation.get("task")
-    return task.get("id") if isinstance(task, dict) else task
+    if isinstance(task, dict):
+        task = task.get("id")
+    return None if task is None else _integer(task, "annotation.task")
 
 
 def _id_list(items: object, name: str) -> list[int]:
@@ -362,4 +478,6 @@ def _id_list(items: object, name: str) -> list[int]:
 def _integer(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise LearningError(f"'{name}' must be an integer, got {value!r:.40}")
+    if not 0 <= value <= MAX_ID:
+        raise LearningError(f"'{name}' must be an id between 0 and {MAX_ID}, got {value!r:.40}")
     return value

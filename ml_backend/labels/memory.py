@@ -5,6 +5,13 @@ write lock across processes (``BEGIN IMMEDIATE``; WAL mode so predictions read w
 An annotation is the unit of change: storing it replaces all its rows in one transaction, deleting it
 removes them. Rows remember the feature space (the weights' identity) they were pooled in: features of
 other weights are not comparable, so a new model starts with an empty memory rather than a wrong one.
+
+Every write checks the schema first (one small query): a memory file deleted or replaced by an empty one
+while the service runs is made again at the next write, instead of failing every write until a restart.
+A write waits at most :data:`BUSY_TIMEOUT_S` for another process's write lock, then raises
+:class:`MemoryBusyError` (retryable): a stuck writer elsewhere must not hold our threads.
+An annotation remembers the ``updated_at`` it was learnt from: an older version arriving after a newer
+one (a replayed or reordered ``ANNOTATION_UPDATED``) is not stored.
 """
 
 from __future__ import annotations
@@ -22,12 +29,16 @@ import numpy as np
 from segmentor.labelling import LabelExample
 
 FILE_NAME = "label_memory.sqlite3"
+# Seconds a write waits for SQLite's write lock held by another process (another worker, the memory CLI,
+# a backup): our own writers queue on a lock in the process first, so this only bounds foreign holders.
+BUSY_TIMEOUT_S = 2.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotations (
     project INTEGER NOT NULL,
     annotation INTEGER NOT NULL,
     task INTEGER NOT NULL,
     source TEXT NOT NULL,          -- digest of what was learnt from: result + image, for rebuilds to skip
+    updated_at REAL,               -- Label Studio's updated_at (epoch seconds) of what was learnt; NULL: unknown
     PRIMARY KEY (project, annotation)
 );
 CREATE TABLE IF NOT EXISTS examples (
@@ -45,23 +56,31 @@ CREATE INDEX IF NOT EXISTS examples_by_project ON examples (project, feature_spa
 """
 
 
+class MemoryBusyError(RuntimeError):
+    """Another process held the memory's write lock past :data:`BUSY_TIMEOUT_S`; nothing was written."""
+
+
 class LabelMemory:
     """Thread-safe store of label examples per Label Studio project (by project id)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._write_lock = threading.Lock()
-        self._ready = False
 
-    def _create(self) -> None:
-        """Make the file on the first write: a service that never learns leaves no trace on disk."""
-        if self._ready:
+    def _ensure_schema(self, connection: sqlite3.Connection) -> None:
+        """Create the tables when the file lacks them: first write, or the file was deleted or replaced.
+
+        Checked on every write (the file may vanish between two writes; a new process must not be needed).
+        """
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if {"annotations", "examples"} <= tables:
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(annotations)")}
+            if "updated_at" not in columns:  # a memory written before updated_at was kept
+                connection.execute("ALTER TABLE annotations ADD COLUMN updated_at REAL")
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect(create=True) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
-        self._ready = True
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(_SCHEMA)
 
     @contextlib.contextmanager
     def _connect(self, create: bool = False) -> Iterator[sqlite3.Connection]:
@@ -69,7 +88,7 @@ class LabelMemory:
         # Readers open the file read-only, so reading a memory that was never written creates nothing.
         mode = "rwc" if create else "ro"
         uri = f"{self.path.resolve().as_uri()}?mode={mode}"
-        connection = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        connection = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
         try:
             connection.execute("PRAGMA foreign_keys=ON")
             yield connection
@@ -79,15 +98,24 @@ class LabelMemory:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock:
-            self._create()
-        with self._write_lock, self._connect(create=True) as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+            # The folder too may have been deleted (DATA_DIR wiped): a file needs its folder.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect(create=True) as connection:
+                try:
+                    self._ensure_schema(connection)
+                    connection.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as error:
+                    if "locked" in str(error) or "busy" in str(error):
+                        raise MemoryBusyError(
+                            f"the label memory {self.path} is locked by another process (waited "
+                            f"{self.busy_timeout:g} s): {error}") from error
+                    raise
+                try:
+                    yield connection
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
 
     def replace_annotation(
         self,
@@ -97,16 +125,27 @@ class LabelMemory:
         examples: Sequence[LabelExample],
         feature_space: str,
         source: str = "",
-    ) -> None:
-        """Store ``examples`` as everything annotation ``annotation`` teaches (its old rows go)."""
+        updated_at: float | None = None,
+    ) -> bool:
+        """Store ``examples`` as everything annotation ``annotation`` teaches (its old rows go).
+
+        False (nothing changed) when the stored version is newer than ``updated_at``: a replayed or
+        reordered older update must not win over a newer one.
+        """
         with self._transaction() as connection:
+            stored = connection.execute("SELECT updated_at FROM annotations WHERE project = ? AND annotation = ?",
+                                        (project, annotation)).fetchone()
+            if stored is not None and stored[0] is not None and updated_at is not None and updated_at < stored[0]:
+                return False
             connection.execute("DELETE FROM annotations WHERE project = ? AND annotation = ?", (project, annotation))
-            connection.execute("INSERT INTO annotations VALUES (?, ?, ?, ?)", (project, annotation, task, source))
+            connection.execute("INSERT INTO annotations (project, annotation, task, source, updated_at) "
+                               "VALUES (?, ?, ?, ?, ?)", (project, annotation, task, source, updated_at))
             connection.executemany(
                 "INSERT INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(project, annotation, e.region_id, e.from_name, e.label, feature_space, e.area,
                   np.asarray(e.embedding, "<f4").tobytes()) for e in examples],
             )
+        return True
 
     def delete_annotations(self, project: int, annotations: Iterable[int]) -> int:
         """Forget these annotations of ``project``; the number that were stored."""

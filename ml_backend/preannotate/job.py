@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ml_backend.preannotate.labelstudio import LabelStudioApi, LabelStudioUnavailableError, TaskRecord
+from ml_backend.preannotate.labelstudio import (
+    LabelStudioApi,
+    LabelStudioError,
+    LabelStudioUnavailableError,
+    TaskRecord,
+)
 from ml_backend.preannotate.ledger import PUSHED, Ledger
 from ml_backend.preannotate.workers import Pool
 
@@ -46,6 +51,7 @@ class Summary:
     left: int = 0  # not reached (--limit, or Label Studio went away)
     seconds: float = 0.0
     stopped: str | None = None  # why the run stopped early, when it did
+    refused: bool = False  # stopped by an answer of Label Studio that running again will not change
     failures: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -63,7 +69,9 @@ class Summary:
             f"  not reached     {self.left}",
         ]
         lines += [f"  task {task}: {reason}" for task, reason in list(self.failures.items())[:20]]
-        if self.stopped:
+        if self.stopped and self.refused:
+            lines.append(f"stopped early: {self.stopped}")
+        elif self.stopped:
             lines.append(f"stopped early: {self.stopped}; run the same command again to resume")
         return lines
 
@@ -76,6 +84,8 @@ def run_job(api: LabelStudioApi, pool: Pool, ledger: Ledger, options: JobOptions
         _predict_and_push(api, pool, ledger, todo, options, summary)
     except LabelStudioUnavailableError as error:
         summary.stopped = str(error)
+    except LabelStudioError as error:  # an answer the job cannot use: what was pushed so far stays counted
+        summary.stopped, summary.refused = str(error), True
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see cli): stop like an outage, resumable
         summary.stopped = "interrupted"
     summary.seconds = time.monotonic() - started
@@ -137,7 +147,8 @@ def _predict_and_push(
             in_flight.discard(task_id)
             progress.set_postfix(failed=summary.failed, refresh=False)
             progress.update()
-    except (LabelStudioUnavailableError, KeyboardInterrupt):
+    except BaseException:
+        # Whatever stopped the run, tasks handed out but not finished were not the tasks' fault.
         for task_id in in_flight:
             ledger.released(task_id)
         summary.left += len(todo) - summary.pushed - summary.failed

@@ -4,6 +4,12 @@ A connection failure, a timeout, 429 or 5xx is retried with exponential backoff;
 out :class:`LabelStudioUnavailableError` stops the job (resumable). Other HTTP errors (401, 404...) are the
 caller's mistake and raise :class:`LabelStudioError` at once. The SDK's own retries are switched off so
 that this policy is the only one, and so that a push is never repeated blindly: see :meth:`push`.
+
+Every request has one wall-clock deadline and follows no redirect (see
+:mod:`ml_backend.core.label_studio_client`). Every answer is checked before it is used: a task list that
+is not a list, an id that is not a 64-bit integer, a page that only repeats tasks listed before, a create
+answered with another task's prediction raise :class:`LabelStudioError` (the job stops; nothing is
+counted that Label Studio did not say it stored).
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from ml_backend.core.label_studio_client import deadline_client, short_body
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 # Statuses that mean "try again later" rather than "this request is wrong".
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Label Studio's ids are SQLite/PostgreSQL integers; the ledger stores them in SQLite's 64-bit INTEGER.
+MAX_ID = 2**63 - 1
 
 
 class LabelStudioError(RuntimeError):
@@ -62,79 +72,132 @@ class LabelStudioApi:
     def __init__(self, url: str, api_key: str, backoff: Backoff, *, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.backoff = backoff
-        self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
+        self.timeout = timeout
+        self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0,
+                                  httpx_client=deadline_client(timeout))
 
     def label_config(self, project: int) -> str:
-        return self._call(f"project {project}", lambda: self.client.projects.get(id=project)).label_config
+        found = _fields(self._call(f"project {project}", lambda: self.client.projects.get(id=project)))
+        if not isinstance(found.get("label_config"), str):
+            raise LabelStudioError(f"Label Studio at {self.url} answered project {project} without a label config: "
+                                   f"{short_body(found, 120)}")
+        return found["label_config"]
 
     def tasks(
         self, project: int, model_version: str, *, view: int | None, task_ids: Sequence[int] | None,
         page_size: int = 100,
     ) -> Iterator[TaskRecord]:
-        """Every task of the project (or of ``view``, or only ``task_ids``), page by page, in id order."""
+        """Every task of the project (or of ``view``, or only ``task_ids``), page by page, in id order.
+
+        Each task once: a task listed again (tasks added or deleted while paging shift the pages) is
+        skipped. The scan ends at an empty page or at the page that reaches the total; a page that brings
+        no task not listed before raises (a listing that would never end).
+        """
         query = None
         if task_ids is not None:
             query = json.dumps({"selectedItems": {"all": False, "included": list(task_ids)}})
-        page, seen = 1, 0
+        page, seen = 1, set()
         while True:
+            what = f"tasks page {page}"
             pager = self._call(
-                f"tasks page {page}",
+                what,
                 functools.partial(
                     self.client.tasks.list, project=project, view=view, query=query, fields="all", page=page,
                     page_size=page_size, resolve_uri=False,
                 ),
             )
-            items = pager.items or []
+            items = self._list(pager.items, what)
+            new = 0
             for task in items:
-                yield TaskRecord(task.id, dict(task.data or {}), _ids_of_version(task.predictions, model_version))
-            seen += len(items)
+                record = self._record(task, model_version, what)
+                if record.id not in seen:
+                    seen.add(record.id)
+                    new += 1
+                    yield record
             total = getattr(pager.response, "total", None)
-            if not items or not pager.has_next or (total is not None and seen >= total):
+            total = total if isinstance(total, int) and not isinstance(total, bool) else None
+            if not items or (total is not None and (len(seen) >= total or page * page_size >= total)):
                 return
+            if new == 0:
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} answered {what} with only tasks it had listed before "
+                    f"({len(seen)} task(s) so far, total {total if total is not None else 'not given'}): "
+                    "the listing would never end; is --url Label Studio itself?"
+                )
             page += 1
 
     def predictions_of(self, task: int, model_version: str) -> tuple[int, ...]:
         """Ids of ``task``'s predictions of ``model_version``, oldest first."""
-        found = self._call(f"predictions of task {task}", lambda: self.client.predictions.list(task=task))
-        return _ids_of_version(found, model_version)
+        what = f"predictions of task {task}"
+        found = self._call(what, lambda: self.client.predictions.list(task=task))
+        return self._ids_of_version(self._list(found, what), model_version, what)
 
     def push(self, task: int, prediction: dict) -> int:
         """Create the task's prediction and return its id; exactly once, even across retries.
 
         A create whose answer was lost (timeout, dropped connection, 5xx after the commit) may have
         stored the prediction: before every attempt, a prediction of this version already on the task
-        is taken as the result instead of creating a second one.
+        is taken as the result instead of creating a second one. A create counts only when Label
+        Studio's answer is a prediction of this task and version with an id.
         """
         version = prediction["model_version"]
+        what = f"push to task {task}"
         for delay in [*self.backoff.delays(), None]:
             try:
                 existing = self.predictions_of(task, version)
                 if existing:
                     return existing[0]
-                created = self.client.predictions.create(
+                created = self._parsed(what, lambda: self.client.predictions.create(
                     task=task, result=prediction["result"], score=prediction["score"], model_version=version
-                )
-                return created.id
+                ))
             except (httpx.TransportError, ApiError) as error:
-                self._retry_or_raise(f"push to task {task}", error, delay)
+                self._retry_or_raise(what, error, delay)
+                continue
+            fields = _fields(created)
+            if fields.get("task") != task or fields.get("model_version") != version:
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} answered the {what} with something other than the prediction "
+                    f"it was sent (task {fields.get('task')!r:.40}, model_version "
+                    f"{fields.get('model_version')!r:.80}): not counted as pushed"
+                )
+            return self._id(fields.get("id"), "the created prediction's id", what)
         raise AssertionError("unreachable: the last attempt raises")
 
     def delete(self, prediction: int) -> None:
-        self._call(f"delete prediction {prediction}", lambda: self.client.predictions.delete(id=prediction))
+        try:
+            self._call(f"delete prediction {prediction}", lambda: self.client.predictions.delete(id=prediction))
+        except LabelStudioError as error:
+            if not isinstance(error.__cause__, ApiError) or error.__cause__.status_code != 404:
+                raise  # 404: someone deleted it first, which is what was wanted
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
         for delay in [*self.backoff.delays(), None]:
             try:
-                return request()
+                return self._parsed(what, request)
             except (httpx.TransportError, ApiError) as error:
                 self._retry_or_raise(what, error, delay)
         raise AssertionError("unreachable: the last attempt raises")
 
+    def _parsed(self, what: str, request: Callable[[], T]) -> T:
+        """``request()``; an answer the SDK cannot read (an object where a list belongs...) as ``LabelStudioError``."""
+        try:
+            return request()
+        except (httpx.TransportError, ApiError):
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError) as error:  # pydantic's errors are ValueErrors
+            raise LabelStudioError(
+                f"Label Studio at {self.url} answered {what} with something the job cannot read: "
+                f"{short_body(error, 200)}"
+            ) from None
+
     def _retry_or_raise(self, what: str, error: Exception, delay: float | None) -> None:
         status = error.status_code if isinstance(error, ApiError) else None
-        if status is not None and status not in _TRANSIENT_STATUSES:
-            raise LabelStudioError(f"Label Studio at {self.url} refused {what}: HTTP {status}: {error.body}") from None
-        problem = f"HTTP {status}" if status is not None else f"{type(error).__name__}: {error}"
+        if isinstance(error, ApiError) and status not in _TRANSIENT_STATUSES:
+            raise LabelStudioError(self._refusal(what, error)) from error
+        if isinstance(error, httpx.TimeoutException):
+            problem = f"no complete answer within --timeout {self.timeout:g} s ({type(error).__name__})"
+        else:
+            problem = f"HTTP {status}" if status is not None else f"{type(error).__name__}: {short_body(error, 200)}"
         if delay is None:
             raise LabelStudioUnavailableError(
                 f"Label Studio at {self.url} is unavailable ({what}: {problem}) after "
@@ -143,13 +206,61 @@ class LabelStudioApi:
         logger.warning("%s failed (%s); retrying in %.1f s", what, problem, delay)
         time.sleep(delay)
 
+    def _refusal(self, what: str, error: ApiError) -> str:
+        status = error.status_code
+        if isinstance(status, int) and 300 <= status < 400:
+            location = (error.headers or {}).get("location", "nowhere")
+            return (f"Label Studio at {self.url} redirected {what} (HTTP {status} to {short_body(location, 200)}): "
+                    "the job follows no redirects; pass as --url the address Label Studio answers at")
+        if isinstance(status, int) and 200 <= status < 300:
+            return (f"Label Studio at {self.url} answered {what} with HTTP {status} but no JSON: "
+                    f"{short_body(error.body)}")
+        return f"Label Studio at {self.url} refused {what}: HTTP {status}: {short_body(error.body)}"
 
-def _ids_of_version(predictions: object, model_version: str) -> tuple[int, ...]:
-    """The ids of the predictions (SDK objects or dicts) of exactly ``model_version``, sorted."""
-    ids = []
-    for prediction in predictions or ():
-        # The SDK's task model declares no prediction ``id``: it arrives as an extra field.
-        fields = prediction if isinstance(prediction, dict) else prediction.model_dump()
-        if fields.get("model_version") == model_version and fields.get("id") is not None:
-            ids.append(int(fields["id"]))
-    return tuple(sorted(ids))
+    def _list(self, found: object, what: str) -> list:
+        if found is None:
+            return []
+        if not isinstance(found, list):
+            raise LabelStudioError(f"Label Studio at {self.url} answered {what} with {type(found).__name__} "
+                                   f"where a list belongs: {short_body(found, 120)}")
+        return found
+
+    def _record(self, task: object, model_version: str, what: str) -> TaskRecord:
+        fields = _fields(task)
+        task_id = self._id(fields.get("id"), "a task id", what)
+        data = fields.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise LabelStudioError(f"Label Studio at {self.url} answered {what} with task {task_id}'s data as "
+                                   f"{type(data).__name__}, not an object")
+        predictions = self._list(fields.get("predictions"), f"{what} (task {task_id}'s predictions)")
+        return TaskRecord(task_id, data, self._ids_of_version(predictions, model_version, what))
+
+    def _ids_of_version(self, predictions: list, model_version: str, what: str) -> tuple[int, ...]:
+        """The ids of the predictions (SDK objects or dicts) of exactly ``model_version``, sorted."""
+        ids = []
+        for prediction in predictions:
+            # The SDK's task model declares no prediction ``id``: it arrives as an extra field.
+            fields = _fields(prediction)
+            if fields.get("model_version") == model_version and fields.get("id") is not None:
+                ids.append(self._id(fields["id"], "a prediction id", what))
+        return tuple(sorted(ids))
+
+    def _id(self, value: object, name: str, what: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID:
+            return value
+        raise LabelStudioError(f"Label Studio at {self.url} answered {what} with {name} {value!r:.60}, "
+                               f"not an integer from 1 to {MAX_ID}")
+
+
+def _fields(found: object) -> dict:
+    """An SDK model or a dict as a dict (the SDK builds its models from any JSON without checking it)."""
+    if isinstance(found, dict):
+        return found
+    dump = getattr(found, "model_dump", None)
+    fields = dump() if callable(dump) else None
+    if not isinstance(fields, dict):
+        raise LabelStudioError(f"Label Studio answered {type(found).__name__} where an object belongs: "
+                               f"{short_body(found, 120)}")
+    return fields

@@ -110,6 +110,10 @@ class SegmentationCache:
             os.utime(scores_path)
         return entry
 
+    def contains(self, image_sha256: str, fingerprint: str) -> bool:
+        """Whether the entry exists (it may still turn out corrupt when read)."""
+        return self.root is not None and self._paths(image_sha256, fingerprint)[1].exists()
+
     def put(self, image_sha256: str, fingerprint: str, segmentation: CachedSegmentation) -> None:
         """Store ``segmentation``; a disk failure is logged, never raised (the prediction still stands)."""
         if self.root is None:

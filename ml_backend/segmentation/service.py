@@ -89,9 +89,22 @@ class SegmentationService:
         """Identifies the weights and every setting that changes the segmentation."""
         return self.segmentor(params).fingerprint()
 
-    def segment(self, image_bytes: bytes, params: SegmentationParams) -> CachedSegmentation:
+    def lookup(self, image_sha256: str, params: SegmentationParams) -> CachedSegmentation | None:
+        """The cached segmentation of the image with this content, or None (nothing is computed)."""
+        cached = self.cache.get(image_sha256, self.fingerprint(params))
+        if cached is not None:
+            self.metrics.increment("cache", "hits")
+        return cached
+
+    def is_cached(self, image_sha256: str, params: SegmentationParams) -> bool:
+        """Whether the cache holds this segmentation (a file check: nothing is read)."""
+        return self.cache.contains(image_sha256, self.fingerprint(params))
+
+    def segment(
+        self, image_bytes: bytes, params: SegmentationParams, image_sha256: str | None = None
+    ) -> CachedSegmentation:
         """The segmentation of an image file's bytes, from the cache when this exact job was done before."""
-        image_sha256 = hashlib.sha256(image_bytes).hexdigest()
+        image_sha256 = image_sha256 or hashlib.sha256(image_bytes).hexdigest()
         segmentor = self.segmentor(params)
         fingerprint = segmentor.fingerprint()
         cached = self.cache.get(image_sha256, fingerprint)

@@ -110,7 +110,10 @@ def test_full_queue_answers_503_with_retry_after_while_health_answers(
 @pytest.mark.parametrize(
     ("environ", "field", "value"),
     [
-        ({"MODEL_DIR": "/models/sd"}, "model", "/models/sd"),
+        # Upstream's MODEL_DIR is the backend's state folder (DATA_DIR), never the model to load.
+        ({"MODEL_DIR": "/data/models"}, "data_dir", Path("/data/models")),
+        ({"MODEL_DIR": "/data/models"}, "model", Settings().model),
+        ({"MODEL_DIR": "off"}, "data_dir", None),
         ({"DEVICE": "cpu"}, "device", "cpu"),
         ({"THREADS": "8"}, "threads", 8),
         ({"LABEL_STUDIO_HOST": "http://ls:8080"}, "label_studio_url", "http://ls:8080"),

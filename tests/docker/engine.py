@@ -3,14 +3,17 @@
 Everything slow is cached once per machine, so that only the first run pays for it: Debian's docker.io
 package (installed when no Docker is there), the base image (debootstrap + docker import: image registries
 are unreachable here), the wheelhouse (``pip download`` of requirements.txt, kept under
-``$EMERDIFF_DOCKER_CACHE``, default ``~/.cache/emerdiff-docker``) and BuildKit's layer and pip caches (kept
-by the Docker daemon). A dockerd this module starts is stopped again at the end of the session.
+``$EMERDIFF_DOCKER_CACHE``, default ``.cache/emerdiff-docker`` in the checkout, which git ignores: never in the
+user's home) and BuildKit's layer and pip caches (kept by the Docker daemon). A dockerd this module starts is
+stopped again at the end of the session. The cache folder is made by whichever step needs it first, so the
+tests run the same on an engine that was already running as on one they start.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -24,7 +27,7 @@ from pathlib import Path
 from tests.e2e.processes import log_tail, running_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("EMERDIFF_DOCKER_CACHE") or Path.home() / ".cache" / "emerdiff-docker")
+CACHE = Path(os.environ.get("EMERDIFF_DOCKER_CACHE") or REPO_ROOT / ".cache" / "emerdiff-docker").resolve()
 BASE_IMAGE = "emerdiff-base:bookworm"
 TEST_IMAGE = "emerdiff-ml-backend:test-cpu"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -50,15 +53,43 @@ def docker_cli() -> str:
 def docker(*args: str, check: bool = True, timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess:
     """Run ``docker ARGS``; on failure with ``check`` the error carries its output."""
     done = subprocess.run(
-        [docker_cli(), *args], capture_output=True, text=True, timeout=timeout, env=_docker_env(), **kwargs
+        [docker_cli(), *args], capture_output=True, text=True, timeout=timeout, env=docker_env(), **kwargs
     )
     if check and done.returncode != 0:
         raise DockerSetupError(f"docker {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done
 
 
-def _docker_env() -> dict[str, str]:
-    return {**os.environ, "DOCKER_BUILDKIT": "1"}
+def cache_dir() -> Path:
+    """The per-machine cache folder, made on first use (by whichever step comes first)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return CACHE
+
+
+def _account_home() -> Path:
+    """The account's home from the password database: tests point HOME at a temporary folder (conftest)."""
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def docker_env() -> dict[str, str]:
+    """The CLI finds the user's engine as they configured it (contexts, rootless socket) in ~/.docker,
+    though HOME points into the test's temporary home."""
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    if "DOCKER_CONFIG" not in env and (_account_home() / ".docker").is_dir():
+        env["DOCKER_CONFIG"] = str(_account_home() / ".docker")
+    return env
+
+
+def _pip_env() -> dict[str, str]:
+    """pip with the account's own configuration (index, proxy CA), which it looks for under HOME; its
+    download cache stays in the test's temporary home."""
+    env = dict(os.environ)
+    if "PIP_CONFIG_FILE" not in env:
+        for candidate in (_account_home() / ".config" / "pip" / "pip.conf", _account_home() / ".pip" / "pip.conf"):
+            if candidate.is_file():
+                env["PIP_CONFIG_FILE"] = str(candidate)
+                break
+    return env
 
 
 def _run(command: Sequence[str], *, timeout: float, what: str, **kwargs: object) -> None:
@@ -93,12 +124,12 @@ def docker_engine() -> Iterator[None]:
         apt_install("docker.io")
     if os.geteuid() != 0:
         raise DockerSetupError("no Docker engine answers and only root can start dockerd here")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with running_process(["dockerd"], env=os.environ, cwd=CACHE, log_path=CACHE / "dockerd.log"):
+    log = cache_dir() / "dockerd.log"
+    with running_process(["dockerd"], env=os.environ, cwd=cache_dir(), log_path=log):
         deadline = time.monotonic() + 90
         while not _engine_answers():
             if time.monotonic() > deadline:
-                raise DockerSetupError(f"dockerd did not answer:\n{log_tail(CACHE / 'dockerd.log')}")
+                raise DockerSetupError(f"dockerd did not answer:\n{log_tail(log)}")
             time.sleep(1)
         yield
 
@@ -109,11 +140,12 @@ def ensure_base_image() -> None:
         return
     if shutil.which("debootstrap") is None:
         apt_install("debootstrap")
-    with tempfile.TemporaryDirectory(dir=CACHE) as root:
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as root:
         _run(["debootstrap", "--variant=minbase", "bookworm", root, DEBIAN_MIRROR], timeout=900, what="debootstrap")
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
-            [docker_cli(), "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, text=True, timeout=600
+            [docker_cli(), "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, text=True, timeout=600,
+            env=docker_env(),
         )
         tar.wait(timeout=60)
         if imported.returncode != 0 or tar.returncode != 0:
@@ -126,7 +158,7 @@ def fill_wheelhouse() -> None:
     ``pip download`` runs with this machine's pip configuration, which makes torch the local CPU wheel.
     The wheels are hard-linked into the build context (copied across file systems).
     """
-    cached = CACHE / "wheelhouse"
+    cached = cache_dir() / "wheelhouse"
     requirements = (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8")
     stamp = cached / ".requirements.txt"
     if not stamp.exists() or stamp.read_text(encoding="utf-8") != requirements:
@@ -136,6 +168,7 @@ def fill_wheelhouse() -> None:
              str(cached)],
             timeout=1200,
             what="pip download -r requirements.txt",
+            env=_pip_env(),
         )
         stamp.write_text(requirements, encoding="utf-8")
     for wheel in cached.iterdir():
@@ -153,7 +186,8 @@ def host_ca_bundle() -> Path | None:
     configured = os.environ.get("PIP_CERT")
     if not configured:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "get", "global.cert"], capture_output=True, text=True
+            [sys.executable, "-m", "pip", "config", "get", "global.cert"], capture_output=True, text=True,
+            env=_pip_env(),
         )
         configured = done.stdout.strip() if done.returncode == 0 else ""
     path = Path(configured or "/etc/ssl/certs/ca-certificates.crt")
@@ -189,7 +223,7 @@ def build_cpu_image(log_dir: Path) -> BuiltImage:
     start = time.monotonic()
     with log.open("w") as output:
         done = subprocess.run(
-            [docker_cli(), *command], cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, env=_docker_env(),
+            [docker_cli(), *command], cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, env=docker_env(),
             timeout=1800,
         )
     seconds = time.monotonic() - start

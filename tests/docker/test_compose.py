@@ -6,7 +6,6 @@ neither is). Only `config` runs: it needs no Docker engine.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.docker.engine import REPO_ROOT, DockerSetupError, apt_install, docker_cli
+from tests.docker.engine import REPO_ROOT, DockerSetupError, apt_install, docker_cli, docker_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,7 +22,7 @@ ENV_EXAMPLE = REPO_ROOT / "docker" / "env.example"
 
 @pytest.fixture(scope="module")
 def compose() -> list[str]:
-    plugin = subprocess.run([docker_cli(), "compose", "version"], capture_output=True, text=True)
+    plugin = subprocess.run([docker_cli(), "compose", "version"], capture_output=True, text=True, env=docker_env())
     if plugin.returncode == 0:
         return [docker_cli(), "compose"]
     if shutil.which("docker-compose") is None:
@@ -36,7 +35,7 @@ def compose() -> list[str]:
 
 def config(compose: list[str], **variables: str) -> dict:
     """`compose --env-file docker/env.example config` with the token a user generates, plus ``variables``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("COMPOSE_", "LABEL_STUDIO_"))}
+    env = {name: value for name, value in docker_env().items() if not name.startswith(("COMPOSE_", "LABEL_STUDIO_"))}
     env |= {"LABEL_STUDIO_USER_TOKEN": secrets.token_hex(20), **variables}
     done = subprocess.run(
         [*compose, "--env-file", str(ENV_EXAMPLE), "config"],
