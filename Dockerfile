@@ -79,6 +79,17 @@ COPY ml_backend/ ml_backend/
 # Not all of docker/: docker/wheelhouse is build input only.
 COPY docker/entrypoint.sh docker/preflight.py docker/healthcheck.py docker/
 
+# Zero-shot labels read CLIP from disk only (never downloaded at start): --build-arg CLIP_MODEL=<hub id> (e.g.
+# openai/clip-vit-base-patch16, ~600 MB) bakes it into /opt/clip and makes it the default EMERDIFF_CLIP_MODEL.
+# Empty (default): no CLIP in the image, zero-shot off unless EMERDIFF_CLIP_MODEL names a mounted folder.
+ARG CLIP_MODEL=
+RUN if [ -n "$CLIP_MODEL" ]; then \
+      python -c "import sys; from huggingface_hub import snapshot_download; snapshot_download(sys.argv[1], \
+local_dir='/opt/clip', allow_patterns=['*.json', '*.txt', 'model.safetensors'])" "$CLIP_MODEL" \
+      && rm -rf /opt/clip/.cache; \
+    fi
+ENV EMERDIFF_CLIP_MODEL=${CLIP_MODEL:+/opt/clip}
+
 # HF_HOME: where a hub model (EMERDIFF_MODEL, default Stable Diffusion 1.5) is downloaded once and kept.
 # DATA_DIR: what the service learns (label memory). ON_CONFIG_ERROR=hold: on a configuration error the
 # entrypoint reports it and waits to be stopped instead of exiting, so that a restart policy cannot

@@ -13,9 +13,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	cat requirements.txt requirements-dev.txt > $@
 
+# Label Studio + this backend on 127.0.0.1 with a pre-annotated project, until Ctrl-C (ml_backend/demo/).
 demo: $(STAMP)
-	$(PY) -m segmentor.toy scenes --count 4 --seed 7 --out demo/scenes
-	$(PY) -m segmentor segment demo/scenes/*.png --model bundled --k 6 --min-area 16 --out demo/out
+	$(PY) -m ml_backend.demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -14,8 +14,13 @@ covers ``[c, c+1] x [r, r+1]``.
 - :mod:`converters.ls2coco` — ``label_studio_export_to_coco`` → ``CocoExport`` (``ExportFormatError``);
   :mod:`converters.images` — unique relative file names, image files and sizes.
 - :mod:`converters.coco2ls` — ``coco_to_label_studio_tasks``; :mod:`converters.evaluate` — COCOeval.
+- :mod:`converters.ls2yolo` — ``label_studio_export_to_yolo`` → ``YoloExport`` (YOLO segmentation labels).
+- :mod:`converters.brush` — Label Studio's brush RLE: ``mask_to_rle`` (byte-identical to the SDK's
+  ``mask2rle``, vectorised) and ``decode_rle`` (bounded work on untrusted data);
+  :mod:`converters.values` — checks of untrusted JSON numbers and ids.
 - :mod:`converters.overlay` — ``overlay_image`` (tinted, outlined segments) and ``write_png``.
-- ``python -m converters ls2coco|evaluate|coco2ls`` (see :mod:`converters.__main__`).
+- ``python -m converters ls2coco|evaluate|coco2ls|ls2yolo`` (see :mod:`converters.__main__`);
+  ``python -m converters.rle_benchmark`` times the RLE encoder and decoder against the SDK's.
 """
 
 from converters.coco import CocoBuilder, CocoError
@@ -32,6 +37,7 @@ from converters.labelstudio import (
     validate_regions,
 )
 from converters.ls2coco import CocoExport, ExportFormatError, label_studio_export_to_coco
+from converters.ls2yolo import YoloExport, label_studio_export_to_yolo
 from converters.overlay import OverlayError, overlay_image, write_png
 from converters.polygons import InvalidMaskError, label_map_to_polygons, mask_to_polygons, polygons_to_mask
 
@@ -47,11 +53,13 @@ __all__ = [
     "InvalidRegionError",
     "LabelConfigError",
     "OverlayError",
+    "YoloExport",
     "brush_region",
     "coco_to_label_studio_tasks",
     "evaluate",
     "label_map_to_polygons",
     "label_studio_export_to_coco",
+    "label_studio_export_to_yolo",
     "mask_to_polygons",
     "overlay_image",
     "parse_label_config",

@@ -4,6 +4,9 @@
   ``--predictions`` also writes the predictions as a ``COCO.loadRes`` detections list beside it.
 - ``evaluate COCO.json RESULTS.json`` — COCOeval segm and bbox AP of the detections.
 - ``coco2ls COCO.json --config CONFIG.xml --out TASKS.json`` — COCO → Label Studio tasks with predictions.
+- ``ls2yolo EXPORT.json --config CONFIG.xml --out FOLDER`` — a Label Studio JSON export → a YOLO
+  segmentation dataset: ``FOLDER/data.yaml`` and ``FOLDER/labels/<image>.txt`` (put the images in
+  ``FOLDER/images/<image>``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from converters.evaluate import EvaluationInputError, evaluate
 from converters.images import ImageFolders
 from converters.label_config import LabelConfigError
 from converters.ls2coco import SELECTIONS, ExportFormatError, label_studio_export_to_coco
+from converters.ls2yolo import YOLO_SELECTIONS, label_studio_export_to_yolo
 
 EXIT_BAD_INPUT = 2
 _BAD_INPUT = (
@@ -40,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _BAD_INPUT as error:
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RecursionError:
+        # Only input nests (JSON arrays in arrays...): past Python's stack the file is refused, not traced.
+        print("error: the input is nested too deeply to read", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -97,6 +105,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     coco2ls.add_argument("--model-version", default="coco", help="model_version of the predictions")
     coco2ls.set_defaults(run=_coco2ls)
+
+    ls2yolo = commands.add_parser("ls2yolo", help="Label Studio JSON export → YOLO segmentation labels")
+    ls2yolo.add_argument("export", type=Path, help="Label Studio JSON export (a list of tasks)")
+    ls2yolo.add_argument("--config", type=Path, required=True, help="the project's label config XML file")
+    ls2yolo.add_argument("--out", type=Path, required=True, help="dataset folder: data.yaml and labels/ go there")
+    ls2yolo.add_argument(
+        "--annotations",
+        choices=YOLO_SELECTIONS,
+        default="ground-truth",
+        help="which annotation of a task: its ground truth else its latest (default), or the latest",
+    )
+    ls2yolo.add_argument("--document-root", type=Path, help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
+    ls2yolo.add_argument("--media-root", type=Path, help="Label Studio's media folder (holds upload/)")
+    ls2yolo.add_argument(
+        "--keep-unannotated",
+        action="store_true",
+        help="keep tasks nobody annotated as images with empty label files (default: leave them out)",
+    )
+    ls2yolo.set_defaults(run=_ls2yolo)
     return parser
 
 
@@ -152,6 +179,36 @@ def _coco2ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ls2yolo(args: argparse.Namespace) -> int:
+    converted = label_studio_export_to_yolo(
+        _read_json(args.export),
+        _read_text(args.config),
+        annotations=args.annotations,
+        folders=ImageFolders(args.document_root, args.media_root),
+        keep_unannotated=args.keep_unannotated,
+        dataset_path=str(args.out.resolve()),
+    )
+    root = args.out.resolve()
+    for relative, text in converted.labels.items():
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root):  # names are relative without '..' (converters.images); kept so
+            raise ExportFormatError(f"label file {relative!r} would be written outside {root}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    (root / "data.yaml").write_text(converted.data_yaml, encoding="utf-8")
+    lines = sum(text.count("\n") for text in converted.labels.values())
+    print(
+        f"wrote {root}: data.yaml, {len(converted.labels)} label files, {lines} polygons, "
+        f"{len(converted.names)} classes"
+    )
+    if converted.skipped:
+        counts = ", ".join(f"{kind} {count}" for kind, count in sorted(converted.skipped.items()))
+        print(f"skipped (no YOLO counterpart): {counts}")
+    if converted.unannotated:
+        print(f"left out {len(converted.unannotated)} unannotated tasks (--keep-unannotated keeps them)")
+    return 0
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -162,6 +219,8 @@ def _read_text(path: Path) -> str:
 def _read_json(path: Path) -> object:
     try:
         return json.loads(_read_text(path))
+    except RecursionError as error:
+        raise ExportFormatError(f"{path} is nested too deeply to read (arrays or objects in each other)") from error
     except json.JSONDecodeError as error:
         raise ExportFormatError(
             f"{path} is not valid JSON (truncated or corrupt?): {error.msg} at line {error.lineno}, "

@@ -130,6 +130,11 @@ def _decode(data: bytes, num: int, word_bits: int, sizes: tuple[int, ...]) -> np
             count = stop - index
             if stop > num:
                 raise BrushRleError(f"brush rle: a literal run of {count} values overshoots the {num} declared")
+            if count == 1:  # the SDK writes every lone value so: no numpy call for it
+                out[index] = read(position, word_bits)
+                position += word_bits
+                index = stop
+                continue
             if position + count * word_bits > total_bits:
                 raise BrushRleError("brush rle ends early (inside a literal run)")
             if bits is None:

@@ -19,6 +19,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from converters.polygons import clip_to_frame, mask_to_polygons, polygons_to_mask
+from converters.values import is_int
 
 ENCODINGS = ("auto", "polygon", "rle")
 # Decimals kept of a polygon or box coordinate in pixels.
@@ -202,6 +203,29 @@ class CocoBuilder:
 
     def write(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict()), encoding="utf-8")
+
+
+def decode_rle(segmentation: Any, width: int, height: int) -> np.ndarray:
+    """Bool mask of a COCO RLE ``segmentation`` of an image ``width`` x ``height`` (compressed ``counts``
+    string or uncompressed run lengths); :class:`CocoError` for anything else, or a corrupt RLE."""
+    if not (isinstance(segmentation, dict) and segmentation.get("size") == [height, width]):
+        raise CocoError(f"segmentation must be polygons or RLE of size [{height}, {width}]")
+    counts = segmentation.get("counts")
+    try:
+        if isinstance(counts, list):  # uncompressed RLE: run lengths that must cover the image exactly
+            if not all(is_int(run) and run >= 0 for run in counts) or sum(counts) != width * height:
+                raise ValueError("run lengths do not add up to the image")
+            rle = coco_mask.frPyObjects(segmentation, height, width)
+        elif isinstance(counts, str):
+            rle = {"size": [height, width], "counts": counts.encode("ascii")}
+        else:
+            raise ValueError(f"counts must be a string or a list, got {type(counts).__name__}")
+        decoded = coco_mask.decode(rle)
+        if decoded.max(initial=0) > 1:  # pycocotools decodes a corrupt RLE string into junk, not an error
+            raise ValueError("not a valid RLE")
+    except (TypeError, ValueError, UnicodeError, OverflowError) as error:
+        raise CocoError(f"segmentation cannot be decoded ({error})") from error
+    return decoded.astype(bool)
 
 
 def has_holes(mask: np.ndarray) -> bool:

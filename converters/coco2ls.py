@@ -11,14 +11,12 @@ Anything else is refused with the annotation's id. Region scores are the annotat
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
-from converters.coco import has_holes
+from converters.coco import CocoError, decode_rle, has_holes
 from converters.label_config import ControlTag, parse_label_config
 from converters.labelstudio import (
     BRUSH,
@@ -32,6 +30,9 @@ from converters.labelstudio import (
     rectangle_region,
 )
 from converters.polygons import mask_to_polygons, polygons_to_mask
+from converters.values import is_finite_number as _is_finite
+from converters.values import is_id
+from converters.values import is_int as _is_int
 
 DEFAULT_IMAGE_PREFIX = "/data/local-files/?d="
 # Corners of a rectangle meet at right angles: |cos| of each corner's angle below this.
@@ -116,13 +117,15 @@ def _read(dataset: Any) -> tuple[dict[int, dict], dict[int, str], list[dict]]:
     for annotation in dataset["annotations"]:
         if not isinstance(annotation, dict):
             raise CocoFormatError(f"annotation {annotation!r:.80} is not a JSON object")
+        if not is_id(annotation.get("id")):
+            raise CocoFormatError(f"annotation {annotation!r:.80}: 'id' must be an integer or a string")
         where = f"annotation {annotation.get('id')!r}"
-        if annotation.get("image_id") not in images:
-            raise CocoFormatError(f"{where}: image_id {annotation.get('image_id')!r} is not an image of the file")
-        if annotation.get("category_id") not in categories:
+        if not _is_int(annotation.get("image_id")) or annotation["image_id"] not in images:
+            raise CocoFormatError(f"{where}: image_id {annotation.get('image_id')!r:.40} is not an image of the file")
+        if not _is_int(annotation.get("category_id")) or annotation["category_id"] not in categories:
             raise CocoFormatError(f"{where}: category_id {annotation.get('category_id')!r} is not a category")
         if "score" in annotation and not _is_finite(annotation["score"]):
-            raise CocoFormatError(f"{where}: score must be a number, got {annotation['score']!r}")
+            raise CocoFormatError(f"{where}: score must be a number, got {annotation['score']!r:.40}")
     return images, categories, dataset["annotations"]
 
 
@@ -207,31 +210,7 @@ def _is_rectangle(ring: np.ndarray) -> bool:
 
 
 def _rle_mask(segmentation: Any, width: int, height: int, region_id: str) -> np.ndarray:
-    if not (isinstance(segmentation, dict) and segmentation.get("size") == [height, width]):
-        raise InvalidRegionError(
-            f"region {region_id!r}: segmentation must be polygons or RLE of size [{height}, {width}]"
-        )
-    counts = segmentation.get("counts")
     try:
-        if isinstance(counts, list):  # uncompressed RLE: run lengths that must cover the image exactly
-            if not all(_is_int(run) and run >= 0 for run in counts) or sum(counts) != width * height:
-                raise ValueError("run lengths do not add up to the image")
-            rle = coco_mask.frPyObjects(segmentation, height, width)
-        elif isinstance(counts, str):
-            rle = {"size": [height, width], "counts": counts.encode("ascii")}
-        else:
-            raise ValueError(f"counts must be a string or a list, got {type(counts).__name__}")
-        decoded = coco_mask.decode(rle)
-        if decoded.max(initial=0) > 1:  # pycocotools decodes a corrupt RLE string into junk, not an error
-            raise ValueError("not a valid RLE")
-    except (TypeError, ValueError, UnicodeError) as error:
-        raise InvalidRegionError(f"region {region_id!r}: segmentation cannot be decoded ({error})") from error
-    return decoded.astype(bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return decode_rle(segmentation, width, height)
+    except CocoError as error:
+        raise InvalidRegionError(f"region {region_id!r}: {error}") from error

@@ -1,11 +1,13 @@
 """Where a Label Studio task's image lives: a relative COCO ``file_name``, the file on disk, its size.
 
 Task data is attacker-controlled: a reference never reaches outside the folders the user names, and a
-``file_name`` never climbs out of the dataset folder (no ``..``, no absolute path).
+``file_name`` never climbs out of the dataset folder (no ``..``, no absolute path) nor holds control
+characters (a NUL ends a C string: the name other tools see would not be the one written).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ LOCAL_FILES_PREFIX = "/data/local-files/"
 # EXIF orientations that turn the picture a quarter: browsers (and so Label Studio) swap its sides.
 _QUARTER_TURNS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
+# C0 control characters (NUL among them) and DEL: no file name holds them on purpose.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ImageFileError(ValueError):
@@ -31,7 +35,7 @@ def relative_name(reference: str) -> str:
 
     ``/data/upload/3/a.png`` → ``upload/3/a.png``; ``/data/local-files/?d=x/a.png`` → ``x/a.png``;
     ``s3://bucket/x/a.png`` → ``bucket/x/a.png``; ``https://host/x/a.png`` → ``host/x/a.png``.
-    ``..`` and empty parts are dropped.
+    ``..`` and empty parts are dropped, and so are control characters (NUL, newline...).
     """
     parts = urlsplit(reference)
     local_file = parse_qs(parts.query).get("d") if parts.path.startswith(LOCAL_FILES_PREFIX) else None
@@ -41,7 +45,8 @@ def relative_name(reference: str) -> str:
         path = parts.path[len("/data/") :]
     else:
         path = f"{parts.netloc}/{parts.path}"
-    kept = [part for part in unquote(path).replace("\\", "/").split("/") if part not in ("", ".", "..")]
+    cleaned = _CONTROL.sub("", unquote(path)).replace("\\", "/")
+    kept = [part for part in cleaned.split("/") if part not in ("", ".", "..")]
     return "/".join(kept) or "image"
 
 
@@ -99,6 +104,8 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def _inside(root: Path, relative: str) -> Path | None:
     """``root / relative`` when it resolves inside ``root`` (no ``..`` or symlink escape), else None."""
+    if "\x00" in relative:  # no file has one; the OS would refuse the name
+        return None
     base = root.resolve()
     candidate = (base / PurePosixPath(relative.lstrip("/"))).resolve()
     return candidate if candidate.is_relative_to(base) else None

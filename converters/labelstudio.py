@@ -2,7 +2,8 @@
 
 Formats (see ``docs/labelstudio.md``): polygon points are percent of ``original_width/height``; brush
 regions carry Label Studio's own RLE of the HxWx4 RGBA bytes (``label_studio_sdk.converter.brush``),
-which is not COCO RLE. A rectangle is ``x``/``y`` (its top-left corner), ``width``/``height``, all in
+which is not COCO RLE; :mod:`converters.brush` encodes it (byte-identical to the SDK, vectorised) and
+decodes it in bounded work. A rectangle is ``x``/``y`` (its top-left corner), ``width``/``height``, all in
 percent, and ``rotation`` in degrees, clockwise on screen, about that top-left corner; the percentages
 become pixels before rotating (the convention of the SDK's YOLO-OBB converter). Label Studio stores
 whatever it is sent, so :func:`validate_regions` checks our output against the project's label config
@@ -12,22 +13,24 @@ before it leaves the backend.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
+from converters.brush import BrushRleError, decode_rle, mask_to_rle, max_rle_bytes, read_header
 from converters.label_config import ControlTag, LabelConfigError, parse_label_config
 from converters.polygons import (
     DEFAULT_MAX_VERTICES,
     DEFAULT_MIN_AREA,
     DEFAULT_TOLERANCE,
+    InvalidMaskError,
     as_label_map,
     label_map_to_polygons,
     polygons_to_mask,
 )
+from converters.values import is_finite_number as _is_finite_number
+from converters.values import is_int as _is_int
 
 __all__ = [
     "ControlTag",
@@ -53,8 +56,9 @@ MASK_TYPES = (POLYGON, BRUSH, RECTANGLE)
 #: Largest image (width x height) a region may claim: 16384², a 256 MiB mask. Sizes come from untrusted
 #: JSON, and a region is rasterised at its full size.
 MAX_PIXELS = 1 << 28
-# Decimals kept of a percent coordinate: 1e-4 % is 0.01 px on a 10,000 px image.
-_PERCENT_DECIMALS = 4
+# Decimals kept of a percent coordinate: 1e-6 % is 1e-4 px on a 10,000 px image. Fewer moved vertices
+# enough to flip a pixel centre lying on an edge (4 decimals lost 1 px of 42 on a 128 px wide image).
+_PERCENT_DECIMALS = 6
 
 
 class InvalidRegionError(ValueError):
@@ -101,7 +105,7 @@ def brush_region(
             f"region {region_id!r}: brush mask must be a non-empty 2-D array, got {mask.shape}"
         )
     height, width = mask.shape
-    rle = mask2rle(np.where(mask != 0, 255, 0).astype(np.uint8))
+    rle = mask_to_rle(np.where(mask != 0, 255, 0).astype(np.uint8))
     value = {"format": "rle", "rle": rle, BRUSH: [label]}
     return _region(region_id, BRUSH, value, width, height, from_name, to_name, score)
 
@@ -212,13 +216,16 @@ def region_to_mask(region: dict) -> np.ndarray:
     _check_region_shape(region, region_id)
     width, height = region["original_width"], region["original_height"]
     value = region["value"]
-    if region["type"] == POLYGON:
-        return polygons_to_mask([polygon_pixels(region)], height, width)
-    if region["type"] == RECTANGLE:
-        return polygons_to_mask([rectangle_pixels(region)], height, width)
     try:
-        flat = decode_rle(value["rle"])
-    except (ValueError, IndexError) as error:  # the SDK decoder runs off the end of truncated data
+        if region["type"] == POLYGON:
+            return polygons_to_mask([polygon_pixels(region)], height, width)
+        if region["type"] == RECTANGLE:
+            return polygons_to_mask([rectangle_pixels(region)], height, width)
+    except InvalidMaskError as error:
+        raise InvalidRegionError(f"region {region_id!r}: {error}") from error
+    try:
+        flat = decode_rle(value["rle"], expected_values=width * height * 4)
+    except BrushRleError as error:
         raise InvalidRegionError(f"region {region_id!r}: brush rle is corrupt ({error})") from error
     # Label Studio paints RGBA; the alpha channel is the mask.
     return flat.reshape(height, width, 4)[:, :, 3] > 0
@@ -241,8 +248,14 @@ def rectangle_pixels(region: dict) -> np.ndarray:
     cos, sin = math.cos(angle), math.sin(angle)
     # y grows downwards, so this rotation matrix turns clockwise on screen, as Label Studio draws it.
     offsets = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]])
-    rotated = offsets @ np.array([[cos, sin], [-sin, cos]])
-    return rotated + np.array([left, top])
+    with np.errstate(over="ignore", invalid="ignore"):
+        corners = offsets @ np.array([[cos, sin], [-sin, cos]]) + np.array([left, top])
+    if not np.isfinite(corners).all():
+        # Finite percentages can still overflow once scaled to pixels and turned (1e307 % of 1000 px).
+        raise InvalidRegionError(
+            f"region {region.get('id')!r}: rectangle x/y/width/height are too large to place on the image"
+        )
+    return corners
 
 
 def validate_regions(regions: Sequence[dict], label_config: str) -> None:
@@ -308,7 +321,7 @@ def _check_region_shape(region: dict, region_id: Any) -> None:
     for key in ("original_width", "original_height"):
         size = region.get(key)
         if not _is_int(size) or size <= 0:
-            raise InvalidRegionError(f"region {region_id!r}: {key} must be a positive integer, got {size!r}")
+            raise InvalidRegionError(f"region {region_id!r}: {key} must be a positive integer, got {size!r:.40}")
     if region["original_width"] * region["original_height"] > MAX_PIXELS:
         raise InvalidRegionError(
             f"region {region_id!r}: image size {region['original_width']}x{region['original_height']} is over "
@@ -340,7 +353,7 @@ def _check_points(points: Any, region_id: Any) -> None:
             isinstance(point, list | tuple) and len(point) == 2 and all(_is_finite_number(c) for c in point)
         ):
             raise InvalidRegionError(
-                f"region {region_id!r}: point {index} is not an [x, y] pair of numbers: {point!r}"
+                f"region {region_id!r}: point {index} is not an [x, y] pair of numbers: {point!r:.80}"
             )
         if not all(0.0 <= c <= 100.0 for c in point):
             raise InvalidRegionError(
@@ -354,7 +367,7 @@ def _check_rectangle(value: dict, region_id: Any) -> None:
         number = value.get(key, 0 if key == "rotation" else None)
         if not _is_finite_number(number):
             raise InvalidRegionError(
-                f"region {region_id!r}: rectangle {key} must be a finite number, got {number!r}"
+                f"region {region_id!r}: rectangle {key} must be a finite number, got {number!r:.40}"
             )
     for key in ("width", "height"):
         if value[key] <= 0:
@@ -367,16 +380,34 @@ def _check_rle(value: dict, region_id: Any, expected_values: int) -> None:
             f"region {region_id!r}: brush format must be 'rle', got {value.get('format')!r}"
         )
     rle = value.get("rle")
-    if not isinstance(rle, list) or not rle or not all(_is_int(byte) and 0 <= byte <= 255 for byte in rle):
+    if not isinstance(rle, list) or not rle or not all(_is_byte(byte) for byte in rle[:7]):
         raise InvalidRegionError(
             f"region {region_id!r}: brush rle must be a non-empty list of ints in [0, 255]"
         )
-    # The first 32 bits of Label Studio's RLE are the number of values it decodes to (H x W x 4).
+    # The header's first 32 bits are the number of values it decodes to (H x W x 4). Checked, with the
+    # list's length, before the rest of the list is looked at: padding must not cost work.
     encoded = int.from_bytes(bytes(rle[:4]), "big") if len(rle) >= 4 else -1
     if encoded != expected_values:
         raise InvalidRegionError(
             f"region {region_id!r}: brush rle encodes {encoded} values, expected {expected_values} "
             "(original_width x original_height x 4)"
+        )
+    try:
+        _, word_bits, sizes = read_header(rle)
+    except BrushRleError as error:
+        raise InvalidRegionError(f"region {region_id!r}: {error}") from error
+    if word_bits > 8:
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush rle word size is {word_bits} bits; brush values are bytes (at most 8)"
+        )
+    if len(rle) > max_rle_bytes(encoded, word_bits, sizes):
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush rle is {len(rle)} bytes, longer than any encoding of "
+            f"{encoded} values can be ({max_rle_bytes(encoded, word_bits, sizes)})"
+        )
+    if not all(_is_byte(byte) for byte in rle):
+        raise InvalidRegionError(
+            f"region {region_id!r}: brush rle must be a non-empty list of ints in [0, 255]"
         )
 
 
@@ -412,9 +443,5 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+def _is_byte(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= 255

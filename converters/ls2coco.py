@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from converters.labelstudio import (
     rectangle_pixels,
     region_to_mask,
 )
+from converters.values import is_finite_number, is_id, is_int
 
 SELECTIONS = ("ground-truth", "latest", "all")
 
@@ -100,10 +100,59 @@ def label_studio_export_to_coco(
     to check the regions' ``original_width/height`` against the file. Raises :class:`ExportFormatError`
     or :class:`LabelConfigError` with a one-line message.
     """
-    if annotations not in SELECTIONS:
-        raise ExportFormatError(f"annotations must be one of {SELECTIONS}, got {annotations!r}")
     if encoding not in ENCODINGS:
         raise ExportFormatError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    content = read_export(
+        export,
+        label_config,
+        annotations=annotations,
+        predictions=predictions,
+        model_version=model_version,
+        folders=folders,
+        keep_unannotated=keep_unannotated,
+    )
+    converted = CocoExport(dataset={}, skipped=content.skipped, unannotated=content.unannotated)
+    builder = CocoBuilder(content.categories)
+    detections = CocoBuilder(content.categories)
+    for task in content.tasks:
+        image_id = builder.add_image(content.names[task.id], *content.sizes[task.id], extra={"ls_task_id": task.id})
+        detections.add_image(content.names[task.id], *content.sizes[task.id])
+        for region in task.regions:
+            _add_region(builder, image_id, region, encoding)
+        for region in task.predicted:
+            _add_region(detections, image_id, region, encoding)
+    converted.dataset = builder.to_dict()
+    converted.results = detections.results() if predictions else None
+    return converted
+
+
+@dataclass
+class ExportContent:
+    """What an export holds for a converter: the kept tasks (their checked mask regions), each task's
+    unique relative image name and (width, height), the label → category id map (config order), and
+    what was left out."""
+
+    tasks: list[_Task]
+    names: dict[Any, str]
+    sizes: dict[Any, tuple[int, int]]
+    categories: dict[str, int]
+    skipped: Counter
+    unannotated: list
+
+
+def read_export(
+    export: Any,
+    label_config: str,
+    *,
+    annotations: str = "ground-truth",
+    predictions: bool = False,
+    model_version: str | None = None,
+    folders: ImageFolders | None = None,
+    keep_unannotated: bool = False,
+) -> ExportContent:
+    """Read and check a Label Studio export (the rules of the module docstring), for any output format."""
+    if annotations not in SELECTIONS:
+        raise ExportFormatError(f"annotations must be one of {SELECTIONS}, got {annotations!r}")
     controls = {c.name: c for c in parse_label_config(label_config) if c.result_type in MASK_TYPES}
     if not controls:
         raise ExportFormatError("label config has no PolygonLabels, BrushLabels or RectangleLabels control")
@@ -113,36 +162,23 @@ def label_studio_export_to_coco(
     if not isinstance(export, list):
         raise ExportFormatError(f"export must be a JSON list of tasks, got {type(export).__name__}")
 
-    converted = CocoExport(dataset={})
     tasks = []
+    skipped: Counter = Counter()
     for index, task in enumerate(export):
         read = _read_task(task, index, data_keys[0], controls, annotations, predictions, model_version)
         tasks.append(read)
-        converted.skipped.update(read.skipped)
+        skipped.update(read.skipped)
     duplicates = [key for key, count in Counter(t.id for t in tasks).items() if count > 1]
     if duplicates:
         raise ExportFormatError(f"task ids {duplicates} appear more than once in the export")
-    converted.unannotated = [t.id for t in tasks if not (t.annotated or keep_unannotated)]
+    unannotated = [t.id for t in tasks if not (t.annotated or keep_unannotated)]
     kept = [t for t in tasks if t.annotated or keep_unannotated]
     sizes = _image_sizes(kept, folders or ImageFolders())
     try:
         names = unique_names({t.id: t.reference for t in kept})
     except ImageFileError as error:
         raise ExportFormatError(str(error)) from error
-
-    categories = category_ids(controls.values())
-    builder = CocoBuilder(categories)
-    detections = CocoBuilder(categories)
-    for task in kept:
-        image_id = builder.add_image(names[task.id], *sizes[task.id], extra={"ls_task_id": task.id})
-        detections.add_image(names[task.id], *sizes[task.id])
-        for region in task.regions:
-            _add_region(builder, image_id, region, encoding)
-        for region in task.predicted:
-            _add_region(detections, image_id, region, encoding)
-    converted.dataset = builder.to_dict()
-    converted.results = detections.results() if predictions else None
-    return converted
+    return ExportContent(kept, names, sizes, category_ids(controls.values()), skipped, unannotated)
 
 
 def category_ids(controls: Iterable[ControlTag]) -> dict[str, int]:
@@ -181,6 +217,8 @@ def _read_task(
     if not isinstance(task, dict):
         raise ExportFormatError(f"task #{index}: must be a JSON object, got {type(task).__name__}")
     task_id = task.get("id", f"#{index}")
+    if not is_id(task_id):
+        raise ExportFormatError(f"task #{index}: 'id' must be an integer or a string, got {task_id!r:.40}")
     where = f"task {task_id}"
     data = task.get("data")
     if not isinstance(data, dict):
@@ -217,6 +255,10 @@ def _entries(task: dict, source: str, where: str) -> list[dict]:
             )
         if not isinstance(entry, dict):
             raise ExportFormatError(f"{where}: each of '{source}' must be a JSON object, got {entry!r:.80}")
+        if "id" in entry and not is_id(entry["id"]):
+            raise ExportFormatError(
+                f"{where}: {source[:-1]} ids must be integers or strings, got {entry['id']!r:.40}"
+            )
         _recency(entry, f"{where}, {source[:-1]} {entry.get('id', '?')}")
     return entries
 
@@ -230,7 +272,7 @@ def _choose_annotations(entries: list[dict], selection: str, where: str) -> list
     return [max(entries, key=_recency)]
 
 
-def _recency(entry: dict, where: str | None = None) -> tuple[float, float]:
+def _recency(entry: dict, where: str | None = None) -> tuple[float, int | float]:
     """Sort key of "latest": ``updated_at`` (else ``created_at``), then the id."""
     stamp = entry.get("updated_at") or entry.get("created_at")
     seconds = -math.inf
@@ -241,7 +283,8 @@ def _recency(entry: dict, where: str | None = None) -> tuple[float, float]:
             raise ExportFormatError(f"{where}: timestamp {stamp!r} is not ISO 8601") from error
         seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     entry_id = entry.get("id")
-    return seconds, float(entry_id) if _is_number(entry_id) else -math.inf
+    # Integer ids compare exactly (a float would tie ids above 2**53); other ids lose every tie.
+    return seconds, entry_id if is_int(entry_id) else -math.inf
 
 
 def _regions(entry: dict, kind: str, where: str, controls: Mapping[str, ControlTag], skipped: Counter) -> list[_Region]:
@@ -269,7 +312,7 @@ def _regions(entry: dict, kind: str, where: str, controls: Mapping[str, ControlT
                 "category: keep one label per region"
             )
         score = region.get("score", entry.get("score"))
-        if kind == "prediction" and not _is_number(score):
+        if kind == "prediction" and not is_finite_number(score):
             raise ExportFormatError(
                 f"{region_where}: score must be a number (on the region or its prediction), got {score!r}"
             )
@@ -340,6 +383,3 @@ def _add_region(builder: CocoBuilder, image_id: int, item: _Region, encoding: st
     except CocoError as error:
         raise ExportFormatError(f"{item.where}: {error}") from error
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -26,10 +26,17 @@ from ml_backend.core.metrics import Metrics
 from ml_backend.core.settings import Settings
 from ml_backend.images.resolver import ImageResolver
 from ml_backend.labels.learning import EVENTS as LEARNING_EVENTS
-from ml_backend.labels.learning import LabelLearning, SegmentLabels, project_number
+from ml_backend.labels.learning import (
+    LabelLearning,
+    SegmentLabels,
+    body_project_config,
+    parsed_project_config,
+    project_number,
+)
 from ml_backend.labels.memory import FILE_NAME as LABEL_MEMORY_FILE
 from ml_backend.labels.memory import LabelMemory
-from ml_backend.labels.sync import prepare_rebuild
+from ml_backend.labels.sync import LabelStudioProjects, prepare_rebuild
+from ml_backend.labels.zeroshot import ZeroShot
 from ml_backend.segmentation.background import BackgroundQueue
 from ml_backend.segmentation.cache import CachedSegmentation, SegmentationCache
 from ml_backend.segmentation.granularity import at_level
@@ -37,7 +44,8 @@ from ml_backend.segmentation.references import ContentMemory
 from ml_backend.segmentation.service import SegmentationService
 from ml_backend.smart_tools.prompts import ContextError, Prompt, parse_context, smart_regions, target_for
 from segmentor import DiffusionModel
-from segmentor.labelling import LabelClassifier
+from segmentor.labelling import LabelClassifier, LabelGuess
+from segmentor.zeroshot import ClipModel, load_clip
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +66,29 @@ class Runtime:
     references: ContentMemory = field(default_factory=ContentMemory)
     # Segmentations of tasks a /predict had no time left for (PREDICT_BUDGET_SECONDS), into the cache.
     background: BackgroundQueue | None = None
+    # Label Studio's own label configs, when its credentials are set: webhooks are checked against them.
+    projects: LabelStudioProjects | None = None
+    # Zero-shot labels from the label config (EMERDIFF_CLIP_MODEL): CLIP beside the diffusion model.
+    zero_shot: ZeroShot | None = None
 
     @classmethod
-    def create(cls, settings: Settings, model: DiffusionModel) -> Runtime:
+    def create(cls, settings: Settings, model: DiffusionModel, clip: ClipModel | None = None) -> Runtime:
+        """The runtime around ``model``; CLIP is ``clip`` or loaded from EMERDIFF_CLIP_MODEL (unset: none)."""
+        if clip is None and settings.clip_model is not None:
+            clip = load_clip(settings.clip_model, device=settings.device, dtype=settings.dtype)
         metrics = Metrics()
         cache = SegmentationCache(settings.cache_dir, max_bytes=settings.cache_max_bytes, metrics=metrics)
         service = SegmentationService(model, settings, cache, metrics)
         memory = LabelMemory(settings.data_dir / LABEL_MEMORY_FILE) if settings.data_dir is not None else None
         runtime = cls(
             settings=settings, segmentation=service, images=ImageResolver(settings), metrics=metrics,
-            learning=LabelLearning(memory, feature_space=model.identity),
+            learning=LabelLearning(
+                memory, feature_space=model.identity, metrics=metrics,
+                jobs=BackgroundQueue(settings.learning_queue_size, metrics, "learning") if memory else None,
+            ),
+            projects=LabelStudioProjects(settings) if LabelStudioProjects.configured(settings) else None,
             background=BackgroundQueue(settings.background_queue_size, metrics, "segmentation"),
+            zero_shot=ZeroShot(clip, settings, metrics, service.gpu_lock) if clip is not None else None,
         )
         service.segmentor(service.default_params())  # the common case never builds one during a request
         return runtime
@@ -95,6 +115,20 @@ class Runtime:
         self.references.remember(reference, image_sha256)
         return self.segmentation.segment(image, target.segmentation, image_sha256)
 
+    def zero_shot_guesses(self, reference: str, task_id: object, target: RegionTarget, level: CachedSegmentation,
+                          fetched: dict[str, bytes]) -> dict[int, LabelGuess]:
+        """Each of ``level``'s segments' zero-shot label and probability; the image is read only when its CLIP
+        grid is not cached (after :meth:`segment_task`, which remembers the reference's content)."""
+        def image() -> bytes:
+            if reference not in fetched:
+                with self.metrics.timed("fetch"):
+                    fetched[reference] = self.images.read(reference, task_id)
+            return fetched[reference]
+
+        image_sha256 = self.references.get(reference) or hashlib.sha256(image()).hexdigest()
+        grid = self.zero_shot.grid(image_sha256, image, self.settings.max_image_pixels)
+        return self.zero_shot.guesses(target, level, grid)
+
     def cached_segmentation(self, reference: str, target: RegionTarget) -> CachedSegmentation | None:
         """The segmentation of ``reference`` from the cache, when its content is known; never downloads."""
         image_sha256 = self.references.get(reference)
@@ -116,6 +150,17 @@ class Runtime:
         return self.background.submit(
             (reference, target.segmentation), lambda: self.segment_task(reference, task_id, target)
         )
+
+    def webhook_project_config(self, project: int, body: dict) -> ProjectConfig:
+        """The label config a webhook of ``project`` is checked against: Label Studio's own when its
+        credentials are set (the body's could be anyone's; a project Label Studio lacks is refused), else
+        the body's (docs/RELIABILITY.md, "Who may teach the label memory")."""
+        def parse(label_config: str) -> ProjectConfig:
+            return ProjectConfig.parse(label_config, self.settings)
+
+        if self.projects is None:
+            return body_project_config(project, body, parse)
+        return parsed_project_config(project, self.projects.label_config(project), parse)
 
     def rebuild_job(self, project: int) -> Callable[[], dict]:
         """The job that rebuilds ``project``'s label memory from Label Studio (``LearningError``: why not)."""
@@ -165,6 +210,10 @@ class EmerDiffModel:
                 "memory": self._labelling[0],
                 "controls": {t.from_name: [t.learn, t.threshold, t.merge] for t in self.project.targets},
             }
+        if self.runtime.zero_shot is not None and any(target.zero_shot for target in self.project.targets):
+            # Words, not their embeddings: /setup never runs the text tower.
+            learnt["zero_shot"] = {**self.runtime.zero_shot.identity, "controls": {
+                t.from_name: t.zero_shot_identity() for t in self.project.targets if t.zero_shot}}
         # Shared with the segmentor CLI (predictions.json), so its folder imports carry this version.
         return prediction_version(fingerprints, regions, **learnt)
 
@@ -195,7 +244,7 @@ class EmerDiffModel:
         except TaskError as error:  # the project itself cannot be served: every task says why
             return [self._failure(task, error, self.runtime.default_version) for task in tasks]
         try:
-            prompts = parse_context(context)
+            prompts = parse_context(context, self.runtime.settings.max_smart_prompts)
         except ContextError as error:
             return [self._failure(task, error, version) for task in tasks]
         if prompts:
@@ -276,9 +325,10 @@ class EmerDiffModel:
         return learning.handle(
             event,
             data,
-            project_config=lambda label_config: ProjectConfig.parse(label_config, self.runtime.settings),
+            project_config=self.runtime.webhook_project_config,
             segment=self.runtime.segment_task,
             prepare_rebuild=self.runtime.rebuild_job,
+            cached=self.runtime.cached_segmentation,
         )
 
     def _predict_task(self, task: object, version: str, prompts: list[Prompt] | None = None) -> dict:
@@ -323,8 +373,14 @@ class EmerDiffModel:
                 # The segments that become this control's regions: its level of the merge tree.
                 level = at_level(segmentations[key], target.segments)
                 labelled = None
-                if self._labelling is not None:
-                    labelled = self.runtime.learning.label(self._labelling[1], target, level)
+                zero_shot = None
+                if target.zero_shot and self.runtime.zero_shot is not None:
+                    zero_shot = self.runtime.zero_shot_guesses(
+                        _image_reference(task, target), task.get("id"), target, level, fetched
+                    )
+                if self._labelling is not None or zero_shot is not None:
+                    classifier = self._labelling[1] if self._labelling is not None else None
+                    labelled = self.runtime.learning.label(classifier, target, level, zero_shot)
                 regions += _target_regions(target, level, labelled)
                 scores += (labelled or level).scores.values()
         try:

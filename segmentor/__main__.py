@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     doctor.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
     doctor.add_argument("--k", type=int, default=EmerDiffConfig().num_segments, help="number of k-means masks")
+    doctor.add_argument("--clip", default=os.environ.get("EMERDIFF_CLIP_MODEL") or None,
+                        help="also report the memory of this CLIP (zero-shot labels; default: EMERDIFF_CLIP_MODEL)")
+    doctor.add_argument("--available-gib", type=float,
+                        help="judge the memory estimate against this many GiB instead of what is available now "
+                             "(e.g. for another machine)")
 
     add_score_arguments(commands.add_parser("score", help="score predicted label maps against ground truth"))
     add_evaluate_arguments(commands.add_parser(
@@ -125,9 +131,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from segmentor.doctor import run_doctor
 
-    lines, ok = run_doctor(args.model, args.device, args.size, args.k)
-    print("\n".join(lines))
-    return 0 if ok else 1
+    available = None if args.available_gib is None else int(args.available_gib * 2**30)
+    report = run_doctor(args.model, args.device, args.size, args.k, available, args.clip)
+    print("\n".join(report.lines))
+    return report.exit_status
 
 
 def _flops(args: argparse.Namespace) -> int:

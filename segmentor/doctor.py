@@ -1,10 +1,15 @@
 """``python -m segmentor doctor``: is this machine ready to segment, and does the device path compute right?
 
 Reports the device and dtype, whether the weights are on disk (nothing is downloaded), an estimate of the
-memory one segmentation at the asked size and K needs beside the memory free, then runs a short smoke
-segmentation on a tiny random model on that device in float32 and in float16 and compares the two
-(label agreement, response-map error). The first command to run on a new GPU machine; on the CPU it runs
+memory one segmentation at the asked size and K needs beside the memory a process can get, then runs a
+short smoke segmentation on a tiny random model on that device in float32 and in float16 and compares the
+two (label agreement, response-map error). The first command to run on a new GPU machine; on the CPU it runs
 in CI.
+
+Each check ends in a finding: OK, WARNING (it will run, but not as configured: exit status 0) or PROBLEM.
+The exit status is the sum of the PROBLEM findings' codes, so a script can tell which made it non-zero:
+:data:`EXIT_DEVICE_PATH` (1: float16 disagrees with float32 or is not finite) and :data:`EXIT_MEMORY` (4: one
+segmentation cannot fit). 2 stays the CLI's "unusable arguments or model" status.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from huggingface_hub import snapshot_download
@@ -22,19 +29,56 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from segmentor import stages
 from segmentor.config import EmerDiffConfig
-from segmentor.emerdiff import EmerDiffSegmentor
+from segmentor.emerdiff import _CPU_BATCH, _MAX_GPU_BATCH, EmerDiffSegmentor
 from segmentor.loading import BUNDLED_MODEL_DIR, DiffusionModel, load_model, resolve_device, resolve_dtype
+from segmentor.zeroshot.loading import find_clip
+from segmentor.zeroshot.memory import clip_memory
 
-# Modulated runs per U-Net call tried first on a GPU (EmerDiffSegmentor halves it on out-of-memory).
-_GPU_CHUNK = 64
 _SMOKE_K = 4
 # float16 against float32 on the tiny model: maps within this relative error, labels this similar.
 _MAX_MAP_ERROR = 0.05
 _MIN_AGREEMENT = 0.95
 
 
-def run_doctor(model_reference: str, device: str, size: int | None, k: int) -> tuple[list[str], bool]:
-    """The report's lines and whether every check passed."""
+EXIT_DEVICE_PATH = 1
+EXIT_MEMORY = 4
+_EXIT_CODES = {"device path": EXIT_DEVICE_PATH, "memory": EXIT_MEMORY}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The verdict of one check: ``level`` is OK, WARNING or PROBLEM; ``check`` a key of the exit codes."""
+
+    check: str
+    level: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.level}: {self.check}: {self.message}"
+
+
+@dataclass
+class DoctorReport:
+    lines: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def exit_status(self) -> int:
+        """0 unless a check found a PROBLEM; then the sum of those checks' codes (one bit each)."""
+        return sum({_EXIT_CODES[f.check] for f in self.findings if f.level == "PROBLEM"})
+
+    def summary(self) -> str:
+        problems = [f"{f.check} ({_EXIT_CODES[f.check]})" for f in self.findings if f.level == "PROBLEM"]
+        warnings = [f.check for f in self.findings if f.level == "WARNING"]
+        verdict = (f"exit status {self.exit_status}: PROBLEM in " + ", ".join(problems) if problems
+                   else "exit status 0: ready")
+        return f"doctor: {verdict}" + (f"; WARNING in {', '.join(warnings)}" if warnings else "")
+
+
+def run_doctor(model_reference: str, device: str, size: int | None, k: int,
+               available: int | None = None, clip: str | None = None) -> DoctorReport:
+    """Every check's lines and findings; ``available`` (bytes) replaces the memory measured now, to judge the
+    fit on another machine (and in tests, which must not depend on this machine's load)."""
     torch_device = resolve_device(device)
     dtype = resolve_dtype("auto", torch_device)
     lines = [f"torch {torch.__version__}; device {torch_device}" + _device_name(torch_device),
@@ -44,18 +88,62 @@ def run_doctor(model_reference: str, device: str, size: int | None, k: int) -> t
                  "NOT found on disk (load_model would download them, or fail offline)"))
     unet, vae, text_encoder = _architecture(folder)
     side = size or unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-    need = memory_estimate(unet, vae, text_encoder, side, k, dtype)
-    free, total = free_memory(torch_device)
+    need = memory_estimate(unet, vae, text_encoder, side, k, dtype, first_chunk(torch_device))
+    measured, total = available_memory(torch_device)
+    given = available is not None
+    free = available if given else measured
     lines.append(f"memory at {side} px, K={k} ({'its config' if folder else 'SD 1.5 architecture assumed'}): "
                  f"weights {_gib(need['weights'])}, recorded Q/K {_gib(need['recorded_qk'])}, "
                  f"about {_gib(need['per_run'])} per modulated run; with {need['chunk']} runs per call about "
-                 f"{_gib(need['total'])}; free {_gib(free)} of {_gib(total)}")
-    fits = need["total"] <= free
-    if not fits:
-        lines.append(f"  -> does not fit at {need['chunk']} runs per call; the segmentor halves the chunk on "
-                     f"out-of-memory (about {_gib(need['minimum'])} at 2 runs per call)")
+                 f"{_gib(need['total'])}; " + (f"available {_gib(free)} (given; measured {_gib(measured)})" if given
+                                               else f"available {_gib(free)} of {_gib(total)}"))
+    if clip is not None:  # zero-shot labels (EMERDIFF_CLIP_MODEL): CLIP beside the diffusion model
+        lines.append(clip_line(clip, dtype))
+    memory = judge_memory(need, free, torch_device.type)
     smoke_lines, smoke_ok = smoke_test(torch_device)
-    return lines + smoke_lines, smoke_ok and need["minimum"] <= free
+    smoke = Finding("device path", "OK", "float16 agrees with float32 on this device") if smoke_ok else Finding(
+        "device path", "PROBLEM", "float16 disagrees with float32 or is not finite")
+    report = DoctorReport([*lines, memory.line(), *smoke_lines, smoke.line()], [memory, smoke])
+    report.lines.append(report.summary())
+    return report
+
+
+def clip_line(reference: str, dtype: torch.dtype) -> str:
+    """CLIP's weights on disk and its memory (segmentor.zeroshot.memory: an estimate, not counted above)."""
+    folder = find_clip(reference)
+    need = clip_memory(folder, dtype)
+    where = f"found in {folder}" if folder else "NOT found on disk (the backend reads CLIP from the cache only)"
+    shapes = "its config" if folder else "ViT-B/16 assumed"
+    return (f"CLIP {reference!r} for zero-shot labels: {where}; memory ({shapes}): weights {_gib(need['weights'])}, "
+            f"about {_gib(need['grid'])} per dense grid ({need['tokens']} tokens); add both to the figures above")
+
+
+def first_chunk(device: torch.device) -> int:
+    """Modulated runs per U-Net call the segmentor tries first on ``device`` (its default batch size)."""
+    return _MAX_GPU_BATCH if device.type == "cuda" else _CPU_BATCH
+
+
+def judge_memory(need: dict[str, int], available: int, device_type: str) -> Finding:
+    """Whether one segmentation fits ``available`` bytes, from :func:`memory_estimate`'s figures.
+
+    On a GPU the segmentor halves its chunk on out-of-memory (segmentor/chunking.py), down to one +/- pair:
+    not fitting the first chunk is only slower (WARNING); not fitting the smallest cannot run (PROBLEM). On
+    the CPU nothing halves: an allocation past the available memory is refused, swaps or wakes the
+    out-of-memory killer, so not fitting the first chunk is a PROBLEM; a smaller --batch-size may help.
+    """
+    chunk, total, minimum = need["chunk"], _gib(need["total"]), _gib(need["minimum"])
+    if need["total"] <= available:
+        return Finding("memory", "OK", f"fits: about {total} of {_gib(available)} available")
+    if device_type == "cuda" and need["minimum"] <= available:
+        return Finding("memory", "WARNING", f"does not fit at {chunk} runs per call ({total}), but will run: "
+                       f"the segmentor halves the chunk on out-of-memory, down to 2 runs per call ({minimum})")
+    if device_type == "cuda":
+        return Finding("memory", "PROBLEM", f"cannot run: even 2 runs per call need about {minimum}, "
+                       f"{_gib(available)} available")
+    hint = (f"; with --batch-size 2 about {minimum} would fit" if need["minimum"] <= available
+            else f"; even 2 runs per call need about {minimum}")
+    return Finding("memory", "PROBLEM", f"does not fit at {chunk} runs per call: about {total}, "
+                   f"{_gib(available)} available (on the CPU the chunk is not halved on out-of-memory){hint}")
 
 
 def find_weights(reference: str) -> Path | None:
@@ -87,8 +175,9 @@ def _architecture(folder: Path | None) -> tuple[UNet2DConditionModel, Autoencode
 
 @torch.inference_mode()
 def memory_estimate(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel, side: int, k: int,
-                    dtype: torch.dtype) -> dict[str, int]:
-    """Bytes: weights, the reference run's recorded Q/K, per modulated run, and totals at a GPU chunk and at 2.
+                    dtype: torch.dtype, first: int = _MAX_GPU_BATCH) -> dict[str, int]:
+    """Bytes: weights, the reference run's recorded Q/K, per modulated run, and totals at the first chunk
+    (``first`` runs per call, at most the 2K runs there are) and at 2.
 
     Shapes come from one U-Net pass and one decode on the meta device. A run's working memory is taken as
     its U-Net skip tensors plus four times its largest activation (a rough bound, not a measurement:
@@ -120,7 +209,7 @@ def memory_estimate(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder
                + sum(p.numel() for p in vae.parameters()) * 4)
     per_run = (sum(skips) + 4 * max(outputs)) * size
     per_decode = 4 * max(decoded) * 4
-    chunk = min(_GPU_CHUNK, 2 * k)
+    chunk = min(first, 2 * k)
     base = weights + sum(qk) * size * steps
     return {"weights": weights, "recorded_qk": sum(qk) * size * steps, "per_run": per_run,
             "chunk": chunk, "total": base + chunk * (per_run + per_decode),
@@ -138,12 +227,17 @@ def _numel(output) -> int:
     return 0
 
 
-def free_memory(device: torch.device) -> tuple[int, int]:
-    """(free, total) bytes of the device's memory."""
+def available_memory(device: torch.device) -> tuple[int, int]:
+    """(available, total) bytes of the device's memory: what a new allocation can get.
+
+    On the CPU that is psutil's ``available``: MemAvailable of /proc/meminfo on Linux (free memory plus the
+    page cache and other memory the kernel hands back on demand), the like elsewhere. Not MemFree
+    (``SC_AVPHYS_PAGES``): on a machine that has read files, MemFree leaves out gigabytes a process can have.
+    """
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)
-    page = os.sysconf("SC_PAGE_SIZE")
-    return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+    memory = psutil.virtual_memory()
+    return memory.available, memory.total
 
 
 def smoke_test(device: torch.device) -> tuple[list[str], bool]:
@@ -163,8 +257,7 @@ def smoke_test(device: torch.device) -> tuple[list[str], bool]:
     ok = finite and error <= _MAX_MAP_ERROR and agreement >= _MIN_AGREEMENT
     return [f"smoke segmentation (tiny random model, 64 px, K={_SMOKE_K}) on {device}: float32 and float16 ran; "
             f"float16 vs float32: label agreement {agreement:.1%}, response-map error {error:.2%} of the peak "
-            f"(limits {_MIN_AGREEMENT:.0%}, {_MAX_MAP_ERROR:.0%})",
-            "OK: the device path works" if ok else "PROBLEM: float16 disagrees with float32 or is not finite"], ok
+            f"(limits {_MIN_AGREEMENT:.0%}, {_MAX_MAP_ERROR:.0%})"], ok
 
 
 def _smoke_run(model: DiffusionModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

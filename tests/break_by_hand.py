@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Never copied: environments (linked back instead), git, caches and throwaway outputs.
-SKIPPED = (".venv*", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".mypy_cache", "demo")
+SKIPPED = (".venv*", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".mypy_cache", "demo",
+           ".cache", "*.whl")  # the Docker tests' caches and wheelhouse (docker/wheelhouse): hundreds of MB
 CHILD_FLAG = "--pytest-child"  # internal: this file re-runs itself as the pytest process, with the recorder
 
 

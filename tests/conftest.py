@@ -41,6 +41,7 @@ HOME_VARIABLES = {
 # Older names that would override HF_HOME/HF_HUB_CACHE with a real folder; removed.
 STALE_VARIABLES = ("HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "DIFFUSERS_CACHE")
 
+SESSION_HOME_PREFIX = "emerdiff-tests-home-"
 _session_home: Path | None = None
 _saved_environment: dict[str, str | None] = {}
 
@@ -61,7 +62,7 @@ def _point_home_at(home: Path) -> None:
 
 # At import, not in a fixture: pytest loads this file before it imports any test module, so even defaults
 # computed at import (huggingface_hub reads HF_HOME then) point into the session's home.
-_session_home = Path(tempfile.mkdtemp(prefix="emerdiff-tests-home-"))
+_session_home = Path(tempfile.mkdtemp(prefix=SESSION_HOME_PREFIX))
 _point_home_at(_session_home)
 
 

@@ -22,7 +22,7 @@ ML_BACKEND_LAYERS = (
     ("labels", "smart_tools"),
     ("model",),
     ("service", "preannotate"),
-    ("benchmarks",),
+    ("benchmarks", "demo"),
 )
 TOP_LEVEL_COMMANDS = {"ml_backend", "ml_backend.__main__", "ml_backend.wsgi", "ml_backend.gunicorn_conf",
                       "ml_backend.labels.cli"}

@@ -41,8 +41,8 @@ def fake(tmp_path: Path) -> tuple[Path, Path]:
 def run(fake: tuple[Path, Path], capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, str]]:
     tree, faults = fake
     status = break_by_hand.main(["--tree", str(tree), "--faults", str(faults), *args])
-    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
-    return status, {row[0].removeprefix("| "): row[2] for row in rows}
+    rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    return status, {row[0]: row[2] for row in rows[1:]}  # rows[0] is the header
 
 
 def test_each_fault_is_judged_caught_uncaught_or_stale_and_the_tree_is_untouched(fake, capsys) -> None:

@@ -6,6 +6,11 @@ clients posting /predict (each a fresh image, so every admitted request is real 
 after its Retry-After, at most 1 s), polls /health one request after another, and prints one JSON
 object: /health p50/p99/max in ms, predictions per second, and the 503 count. It never talks to
 anything but the server it started, and stops after ``--seconds`` (at most 600).
+
+``--webhooks N`` adds N clients posting ``ANNOTATION_CREATED`` webhooks (one rectangle each) for images no
+prediction segmented (the cache is off), concurrently with the queued predictions: the mix that once held
+/health for seconds (issue 19). Their answers are counted by status (202 queued for the background
+learner, 503 learning queue full), and the webhooks the learner applied by the end are read from /metrics.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ from segmentor.loading import BUNDLED_MODEL_DIR
 from segmentor.toy.scenes import write_scenes
 
 MAX_SECONDS = 600
+# Annotation webhooks teach the polygon control with rectangles (both teach labels).
+WEBHOOK_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<PolygonLabels name="poly" toName="image"><Label value="Object"/></PolygonLabels>'
+    '<RectangleLabels name="box" toName="image"><Label value="Object"/></RectangleLabels></View>'
+)
 LABEL_CONFIG = (
     '<View><Image name="image" value="$image"/>'
     '<PolygonLabels name="poly" toName="image"><Label value="Object"/></PolygonLabels></View>'
@@ -42,16 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", type=int, default=4, help="EMERDIFF_NUM_SEGMENTS")
     parser.add_argument("--model", default=None, help="model reference (default: bundled, else a tiny random one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
+    parser.add_argument("--webhooks", type=int, default=0,
+                        help="concurrent clients posting annotation webhooks for unsegmented images (default 0)")
     args = parser.parse_args(argv)
     queued = args.queued or 2 * args.threads
     seconds = min(args.seconds, MAX_SECONDS)
     with tempfile.TemporaryDirectory(prefix="emerdiff-loadtest-") as work:
-        report = run(Path(work), args.threads, queued, seconds, args.segments, args.model, args.seed)
+        report = run(Path(work), args.threads, queued, seconds, args.segments, args.model, args.seed, args.webhooks)
     print(json.dumps(report, indent=2))
     return 0
 
 
-def run(work: Path, threads: int, queued: int, seconds: float, segments: int, model: str | None, seed: int) -> dict:
+def run(work: Path, threads: int, queued: int, seconds: float, segments: int, model: str | None, seed: int,
+        webhooks: int = 0) -> dict:
     model = model or _default_model(work)
     scenes = write_scenes(work / "scenes", 64, seed)
     port = _free_port()
@@ -63,28 +77,49 @@ def run(work: Path, threads: int, queued: int, seconds: float, segments: int, mo
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "CACHE_DIR": "off",
+        "DATA_DIR": str(work / "data"),
         "LOCAL_FILES_DOCUMENT_ROOT": str(work / "scenes"),
         "GUNICORN_THREADS": str(threads),
         "HF_HUB_OFFLINE": "1",
         "LOG_LEVEL": "WARNING",
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "ml_backend/gunicorn_conf.py", "ml_backend.wsgi:app"]
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # the repository root (this file is ml_backend/benchmarks/)
     with (work / "gunicorn.log").open("wb") as log:
         server = subprocess.Popen(command, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_until_up(server, url)
-            return _measure(url, scenes, threads, queued, seconds)
+            return _measure(url, scenes, threads, queued, seconds, webhooks)
         finally:
             server.terminate()
             server.wait(timeout=60)
 
 
-def _measure(url: str, scenes: list[Path], threads: int, queued: int, seconds: float) -> dict:
+def _measure(url: str, scenes: list[Path], threads: int, queued: int, seconds: float, webhooks: int = 0) -> dict:
     stop = threading.Event()
     counts = {"predicted": 0, "busy": 0, "failed": 0}
+    webhook_counts: dict[str, int] = {}
     lock = threading.Lock()
     next_scene = iter(range(10**9))
+    next_annotation = iter(range(1, 10**9))
+
+    def annotator() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            with lock:
+                number = next(next_annotation)
+            scene = scenes[number % len(scenes)]
+            region = {"id": f"r{number}", "from_name": "box", "to_name": "image", "type": "rectanglelabels",
+                      "original_width": 64, "original_height": 64,
+                      "value": {"x": 10, "y": 10, "width": 50, "height": 50, "rectanglelabels": ["Object"]}}
+            body = {"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": WEBHOOK_CONFIG},
+                    "annotation": {"id": number, "task": number, "result": [region]},
+                    "task": {"id": number, "data": {"image": f"/data/local-files/?d={scene.name}"}}}
+            response = session.post(f"{url}/webhook", json=body, timeout=600)
+            with lock:
+                webhook_counts[str(response.status_code)] = webhook_counts.get(str(response.status_code), 0) + 1
+            if response.status_code == 503:
+                stop.wait(min(1.0, float(response.headers.get("Retry-After", 1))))
 
     def client() -> None:
         session = requests.Session()
@@ -103,6 +138,7 @@ def _measure(url: str, scenes: list[Path], threads: int, queued: int, seconds: f
                 stop.wait(min(1.0, float(response.headers.get("Retry-After", 1))))
 
     clients = [threading.Thread(target=client, daemon=True) for _ in range(queued)]
+    clients += [threading.Thread(target=annotator, daemon=True) for _ in range(webhooks)]
     for thread in clients:
         thread.start()
     time.sleep(1.0)  # let the queue fill
@@ -121,6 +157,7 @@ def _measure(url: str, scenes: list[Path], threads: int, queued: int, seconds: f
     for thread in clients:
         thread.join(timeout=600)
     milliseconds = np.array(latencies) * 1000
+    learnt = _metric(health, url, 'emerdiff_background_total{name="learning_done"}')
     return {
         "threads": threads,
         "queued_clients": queued,
@@ -131,7 +168,16 @@ def _measure(url: str, scenes: list[Path], threads: int, queued: int, seconds: f
         "health_max_ms": round(float(milliseconds.max()), 1),
         "predictions_per_s": round(predicted / elapsed, 3),
         "answers": counts,
+        **({"webhook_clients": webhooks, "webhook_answers": webhook_counts, "webhooks_learnt": learnt}
+           if webhooks else {}),
     }
+
+
+def _metric(session: requests.Session, url: str, series: str) -> float:
+    for line in session.get(f"{url}/metrics", timeout=60).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _default_model(work: Path) -> str:

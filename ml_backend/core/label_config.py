@@ -24,7 +24,17 @@ attribute                  meaning                                     default
                            segment keeps ``emerdiff-label``
 ``emerdiff-merge``         merge adjacent segments given the same       false
                            learnt label into one region
+``emerdiff-zero-shot``     label segments from the label names with     true when EMERDIFF_CLIP_MODEL
+                           CLIP (zero-shot labels)                      is set, else false
+``emerdiff-zero-shot-      least zero-shot probability, 0-1; below it   0.5
+threshold``                a segment gets the background label, else
+                           ``emerdiff-label``
 =========================  ==========================================  ==========================
+
+With zero-shot on, each ``<Label>`` says which words CLIP compares segments with
+(:func:`label_words`): ``emerdiff-prompt="car, automobile"``, else ``predicted_values`` (the ML-backend
+convention), else its value made readable (``TrafficLight`` -> "traffic light"). One label may be the
+background: ``emerdiff-background="true"``, or the value ``Background``; its default words are stuff words.
 
 The image is segmented once, at the project's finest K: the largest of EMERDIFF_NUM_SEGMENTS and every
 control's ``emerdiff-segments``. Each control's regions are that segmentation merged down to its own
@@ -34,6 +44,7 @@ control's ``emerdiff-segments``. Each control's regions are that segmentation me
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -65,6 +76,21 @@ PRESET_ATTRIBUTE = "emerdiff-preset"
 LEARN_ATTRIBUTE = "emerdiff-learn"
 THRESHOLD_ATTRIBUTE = "emerdiff-threshold"
 MERGE_ATTRIBUTE = "emerdiff-merge"
+ZERO_SHOT_ATTRIBUTE = "emerdiff-zero-shot"
+ZERO_SHOT_THRESHOLD_ATTRIBUTE = "emerdiff-zero-shot-threshold"
+# On <Label>: its words for zero-shot labels, and the background flag.
+PROMPT_ATTRIBUTE = "emerdiff-prompt"
+BACKGROUND_ATTRIBUTE = "emerdiff-background"
+KNOWN_LABEL_ATTRIBUTES = (PROMPT_ATTRIBUTE, BACKGROUND_ATTRIBUTE)
+# The ML-backend ecosystem's <Label> attribute naming a model's class names (label-studio-ml build_label_map).
+PREDICTED_VALUES_ATTRIBUTE = "predicted_values"
+# Label values that are the background without a flag.
+BACKGROUND_VALUES = ("background",)
+# Default words of the background label: stuff that fills scenes (SCLIP's and MaskCLIP's background lists),
+# after the word itself (the bundled CLIP's captions say "background"). Words another label uses are dropped.
+BACKGROUND_WORDS = ("background", "sky", "wall", "tree", "grass", "road", "building", "floor", "ground", "ceiling")
+# Provisional default: a segment whose best label is less likely than this falls back (measured in QUALITY.md).
+DEFAULT_ZERO_SHOT_THRESHOLD = 0.5
 KNOWN_ATTRIBUTES = (
     LABEL_ATTRIBUTE,
     SEGMENTS_ATTRIBUTE,
@@ -75,6 +101,8 @@ KNOWN_ATTRIBUTES = (
     LEARN_ATTRIBUTE,
     THRESHOLD_ATTRIBUTE,
     MERGE_ATTRIBUTE,
+    ZERO_SHOT_ATTRIBUTE,
+    ZERO_SHOT_THRESHOLD_ATTRIBUTE,
 )
 # Control tag -> the ``kind`` of converters.labelstudio.regions_from_label_map.
 REGION_KINDS = {"PolygonLabels": "polygon", "BrushLabels": "brush"}
@@ -109,6 +137,22 @@ class RegionTarget:
     # emerdiff-segments: the merge-tree level its regions come from (segmentor.merge_tree); the
     # segmentation itself runs at the project's finest K (``segmentation.num_segments``). None: that K.
     segments: int | None = None
+    # Zero-shot labels (ml_backend.labels.zeroshot): on/off, the threshold, each label's words (config order),
+    # and the background label (None: below the threshold a segment gets ``label``).
+    zero_shot: bool = False
+    zero_shot_threshold: float = DEFAULT_ZERO_SHOT_THRESHOLD
+    words: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    background: str | None = None
+
+    @property
+    def zero_shot_fallback(self) -> str:
+        """The label of a segment below the zero-shot threshold."""
+        return self.background if self.background is not None else self.label
+
+    def zero_shot_identity(self) -> dict:
+        """Every field of this control that changes its zero-shot labels, for the model version."""
+        return {"words": [[label, list(words)] for label, words in self.words],
+                "threshold": self.zero_shot_threshold, "fallback": self.zero_shot_fallback}
 
     def identity(self) -> dict:
         """Every field that changes this control's output, for the model version."""
@@ -179,6 +223,8 @@ def _target(control: ControlTag, settings: Settings) -> RegionTarget:
         )
     reader = _AttributeReader(control, where)
     segments = reader.integer(SEGMENTS_ATTRIBUTE, settings.num_segments, 1, MAX_NUM_SEGMENTS)
+    zero_shot = _zero_shot(control, settings, reader, where)
+    words, background = label_words(control, where) if zero_shot else ((), None)
     return RegionTarget(
         from_name=control.name,
         to_name=control.to_names[0],
@@ -197,7 +243,90 @@ def _target(control: ControlTag, settings: Settings) -> RegionTarget:
         threshold=reader.bounded_number(THRESHOLD_ATTRIBUTE, DEFAULT_THRESHOLD, 0.0, 1.0),
         merge=reader.boolean(MERGE_ATTRIBUTE, False),
         segments=segments,
+        zero_shot=zero_shot,
+        zero_shot_threshold=reader.bounded_number(
+            ZERO_SHOT_THRESHOLD_ATTRIBUTE, DEFAULT_ZERO_SHOT_THRESHOLD, 0.0, 1.0
+        ),
+        words=words,
+        background=background,
     )
+
+
+def _zero_shot(control: ControlTag, settings: Settings, reader: _AttributeReader, where: str) -> bool:
+    """emerdiff-zero-shot, default on when a CLIP model is configured; asking for it without one is refused."""
+    for label, attrs in control.label_attrs.items():
+        unknown = sorted(k for k in attrs if k.startswith(ATTRIBUTE_PREFIX) and k not in KNOWN_LABEL_ATTRIBUTES)
+        if unknown:
+            raise ProjectConfigError(f"{where}: <Label value={label!r}>: unknown attribute(s) {', '.join(unknown)}; "
+                                     f"known: {', '.join(KNOWN_LABEL_ATTRIBUTES)}")
+    available = settings.clip_model is not None
+    wanted = reader.boolean(ZERO_SHOT_ATTRIBUTE, available)
+    if wanted and not available:
+        raise ProjectConfigError(f"{where}: {ZERO_SHOT_ATTRIBUTE}=\"true\" needs a CLIP model: the backend runs "
+                                 "without one (set EMERDIFF_CLIP_MODEL, e.g. to `bundled` or a CLIP hub id)")
+    return wanted
+
+
+def label_words(control: ControlTag, where: str) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], str | None]:
+    """Each label's words for zero-shot labels, and the background label (None if the control has none).
+
+    Words: ``emerdiff-prompt`` (comma-separated), else ``predicted_values``, else the value made readable.
+    No two labels may share a word (:class:`ProjectConfigError` names both); the background's default words
+    leave out any word another label uses.
+    """
+    flagged = []
+    for label in control.labels:
+        flag = control.label_attrs.get(label, {}).get(BACKGROUND_ATTRIBUTE)
+        if flag is not None and flag.strip().lower() not in ("true", "false"):
+            raise ProjectConfigError(f"{where}: <Label value={label!r}>: {BACKGROUND_ATTRIBUTE}={flag!r} must be "
+                                     "true or false")
+        if flag is not None and flag.strip().lower() == "true":
+            flagged.append(label)
+    if len(flagged) > 1:
+        raise ProjectConfigError(f"{where}: {BACKGROUND_ATTRIBUTE}=\"true\" on several labels ({flagged}); "
+                                 "one label is the background")
+    named = [label for label in control.labels if label.strip().lower() in BACKGROUND_VALUES]
+    background = flagged[0] if flagged else (named[0] if named else None)
+    given = {label: _given_words(label, control.label_attrs.get(label, {}), where) for label in control.labels}
+    owner: dict[str, str] = {}
+    for label, words in given.items():
+        if label == background and words is None:
+            continue
+        for word in words or (readable(label),):
+            if owner.setdefault(word, label) != label:
+                raise ProjectConfigError(
+                    f"{where}: labels {owner[word]!r} and {label!r} both use the word {word!r} for zero-shot labels; "
+                    f"give them different words ({PROMPT_ATTRIBUTE}=\"...\" on one of them)"
+                )
+    words = []
+    for label, label_words in given.items():
+        if label_words is None:
+            if label == background:
+                label_words = tuple(word for word in BACKGROUND_WORDS if word not in owner) or (readable(label),)
+            else:
+                label_words = (readable(label),)
+        words.append((label, label_words))
+    return tuple(words), background
+
+
+def _given_words(label: str, attrs: dict[str, str], where: str) -> tuple[str, ...] | None:
+    """The words a <Label>'s attributes give (emerdiff-prompt, else predicted_values); None: none given."""
+    for name in (PROMPT_ATTRIBUTE, PREDICTED_VALUES_ATTRIBUTE):
+        text = attrs.get(name)
+        if text is None:
+            continue
+        words = tuple(dict.fromkeys(" ".join(word.split()).lower() for word in text.split(",") if word.strip()))
+        if not words:
+            raise ProjectConfigError(f"{where}: <Label value={label!r}>: {name}={text!r} holds no words; "
+                                     "give comma-separated words, e.g. \"car, automobile\"")
+        return words
+    return None
+
+
+def readable(value: str) -> str:
+    """A label value as words: ``TrafficLight``, ``traffic_light``, ``traffic-light`` -> ``traffic light``."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", value)
+    return " ".join(re.sub(r"[_\-./]+", " ", spaced).split()).lower() or value
 
 
 def _label(control: ControlTag, settings: Settings, where: str) -> str:

@@ -15,13 +15,19 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TypeVar
 
 import httpcore
 import httpx
 
+T = TypeVar("T")
+
 API_KEY_VARIABLE = "LABEL_STUDIO_API_KEY"
+# Label Studio's ids are database integers; the ledger and the label memory store them in SQLite's INTEGER.
+MAX_ID = 2**63 - 1
 # The deadline of the request being sent on this thread (sync httpx sends and reads on the caller's thread).
 _deadline: ContextVar[float | None] = ContextVar("label_studio_request_deadline", default=None)
 _WRITE_PIECE = 65536  # writes are cut in pieces so that each piece gets what is left of the deadline
@@ -37,6 +43,17 @@ def add_label_studio_options(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--api-key",
                       help=f"the token itself (default: ${API_KEY_VARIABLE}); other users of this machine see "
                            f"it in `ps`: prefer ${API_KEY_VARIABLE} or --api-key-file")
+
+
+def id_argument(text: str) -> int:
+    """argparse type of a Label Studio id (project, view, task): an integer from 1 to ``MAX_ID``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer id") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: ids run from 1 to {MAX_ID}")
+    return value
 
 
 def api_key_from(args: argparse.Namespace) -> str | None:
@@ -57,6 +74,39 @@ def deadline_client(seconds: float) -> httpx.Client:
     """An httpx client (for ``label_studio_sdk.LabelStudio(httpx_client=...)``): each request ends within
     ``seconds`` (``httpx.TimeoutException`` otherwise), redirects are not followed, no environment proxy."""
     return httpx.Client(transport=_DeadlineTransport(seconds), timeout=seconds, follow_redirects=False)
+
+
+class EndlessListingError(RuntimeError):
+    """A page of a listing brought nothing not listed before: asking for more would never end."""
+
+
+def unique_pages(fetch_page: Callable[[int], tuple[Sequence[T], int | None]], page_size: int,
+                 key: Callable[[T], Hashable]) -> Iterator[T]:
+    """The items of Label Studio's paged listing (``fetch_page(page)`` -> (items, total or None)), each once.
+
+    Tasks added or deleted while paging shift the pages, so an item may come twice: it is yielded once.
+    The walk ends at an empty page or at the page that reaches the total; a page that brings nothing new
+    raises :class:`EndlessListingError` (a server answering page 1 to every page, without a total, would
+    otherwise be asked forever).
+    """
+    seen: set[Hashable] = set()
+    page = 1
+    while True:
+        items, total = fetch_page(page)
+        new = 0
+        for item in items:
+            if key(item) not in seen:
+                seen.add(key(item))
+                new += 1
+                yield item
+        if not items or (total is not None and (len(seen) >= total or page * page_size >= total)):
+            return
+        if new == 0:
+            raise EndlessListingError(
+                f"page {page} held only items listed before ({len(seen)} so far, total "
+                f"{total if total is not None else 'not given'}): the listing would never end"
+            )
+        page += 1
 
 
 def short_body(body: object, limit: int = 300) -> str:

@@ -21,6 +21,9 @@ from ml_backend.core.errors import TaskError
 from ml_backend.core.urls import http_origin
 from segmentor.config import DEFAULT_PRESET, PRESETS, EmerDiffConfig
 from segmentor.loading import DEFAULT_MODEL
+from segmentor.zeroshot.dense import DEFAULT_MODE as DEFAULT_CLIP_MODE
+from segmentor.zeroshot.dense import MODES as CLIP_MODES
+from segmentor.zeroshot.text import TEMPLATE_SETS
 
 T = TypeVar("T")
 
@@ -138,6 +141,13 @@ class Settings:
     # BACKGROUND_QUEUE_SIZE: segmentations waiting in the background (each holds an image reference, no
     # bytes); beyond it a task is left for a later request.
     background_queue_size: int = 10_000
+    # LEARNING_QUEUE_SIZE: label-learning webhooks waiting for the background learner (each holds its
+    # parsed payload); beyond it a webhook is answered 503 with Retry-After, logged and counted, and
+    # "Start Training" (or `memory rebuild`) learns what was refused.
+    learning_queue_size: int = 100
+    # MAX_SMART_PROMPTS: most smart-tool prompts (keypoints, rectangles) in one /predict's context; more
+    # fail every task with a context error (each prompt costs a pass over the image).
+    max_smart_prompts: int = 100
     # CA_BUNDLE: PEM file (or OpenSSL hashed folder) of the certificate authorities trusted for HTTPS to
     # Label Studio and image hosts. Unset: REQUESTS_CA_BUNDLE, then SSL_CERT_FILE, then certifi's bundle.
     ca_bundle: Path | None = None
@@ -149,6 +159,13 @@ class Settings:
     predict_queue_size: int = 2
     # CACHE_MAX_BYTES: size bound of CACHE_DIR; least recently used entries go first. Default 10 GiB.
     cache_max_bytes: int = 10 * 1024**3
+    # EMERDIFF_CLIP_MODEL: the CLIP of zero-shot labels (ml_backend.labels.zeroshot): "bundled", a local
+    # CLIPModel folder, or a hub id already in the Hugging Face cache. Unset (default): zero-shot off.
+    clip_model: str | None = None
+    # EMERDIFF_CLIP_MODE: how CLIP's last block is rebuilt for dense features: maskclip, sclip, clearclip, naclip.
+    clip_mode: str = DEFAULT_CLIP_MODE
+    # EMERDIFF_CLIP_TEMPLATES: prompt templates: "default" (8 photo/scene templates) or "plain" (the bare words).
+    clip_templates: str = "default"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -192,11 +209,16 @@ class Settings:
                 "PREDICT_BUDGET_SECONDS", defaults.predict_budget_seconds, 0.0, 3600.0
             ),
             background_queue_size=env.integer("BACKGROUND_QUEUE_SIZE", defaults.background_queue_size, 1, None),
+            learning_queue_size=env.integer("LEARNING_QUEUE_SIZE", defaults.learning_queue_size, 1, None),
+            max_smart_prompts=env.integer("MAX_SMART_PROMPTS", defaults.max_smart_prompts, 1, None),
             ca_bundle=_ca_bundle(env),
             max_segmentations_per_task=env.integer(
                 "MAX_SEGMENTATIONS_PER_TASK", defaults.max_segmentations_per_task, 1, 16
             ),
             cache_max_bytes=env.integer("CACHE_MAX_BYTES", defaults.cache_max_bytes, 1024 * 1024, None),
+            clip_model=env.optional("EMERDIFF_CLIP_MODEL"),
+            clip_mode=env.choice("EMERDIFF_CLIP_MODE", defaults.clip_mode, CLIP_MODES),
+            clip_templates=env.choice("EMERDIFF_CLIP_TEMPLATES", defaults.clip_templates, tuple(TEMPLATE_SETS)),
         )
         workers = env.integer("WORKERS", 1, 1, None)
         if workers > 1:
@@ -208,6 +230,12 @@ class Settings:
         settings = dataclasses.replace(settings, predict_queue_size=queue)
         if (settings.basic_auth_user is None) != (settings.basic_auth_pass is None):
             raise SettingsError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together (or neither)")
+        credentials = (("BASIC_AUTH_USER", settings.basic_auth_user), ("BASIC_AUTH_PASS", settings.basic_auth_pass))
+        for name, secret in credentials:
+            if secret is not None and not _latin1(secret):
+                # Label Studio (requests) sends basic-auth credentials in Latin-1: these it can never send.
+                raise SettingsError(f"{name} has characters beyond Latin-1, which Label Studio cannot send in "
+                                    "basic auth: choose one of ASCII or Latin-1 characters")
         return settings
 
     @property
@@ -283,6 +311,14 @@ def parse_number(text: str, low: float, high: float | None = None) -> float:
         bounds = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ValueError(f"must be a finite number {bounds}")
     return value
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _with_aliases(environ: Mapping[str, str]) -> dict[str, str]:

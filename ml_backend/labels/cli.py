@@ -11,14 +11,15 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 
+from ml_backend.core.label_studio_client import add_label_studio_options, api_key_from, id_argument
 from ml_backend.core.settings import Settings, SettingsError
 from ml_backend.labels.learning import LearningError
 from ml_backend.labels.memory import FILE_NAME, LabelMemory
 
-EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
+# 0 every annotation learnt, 1 some failed, 2 nothing could start, 75 Label Studio failed mid-way: run again.
+EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_RESUMABLE = 0, 1, 2, 75
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,14 +29,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="memory_action", required=True)
     rebuild = actions.add_parser("rebuild", help="learn every annotation of the project from Label Studio's API "
                                                  "(unchanged ones are skipped, deleted ones forgotten)")
-    rebuild.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
-                         help="Label Studio base URL (default: $LABEL_STUDIO_URL)")
-    rebuild.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"),
-                         help="legacy token or personal access token (default: $LABEL_STUDIO_API_KEY)")
+    add_label_studio_options(rebuild)
     show = actions.add_parser("show", help="print the examples stored per label")
     clear = actions.add_parser("clear", help="forget everything the project taught")
     for action in (rebuild, show, clear):
-        action.add_argument("--project", type=int, required=True, help="Label Studio project id")
+        action.add_argument("--project", type=id_argument, required=True, help="Label Studio project id")
     parser.set_defaults(run=run)
 
 
@@ -57,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     if args.memory_action == "clear":
         print(f"forgot {memory.clear(args.project)} annotations of project {args.project}", file=sys.stderr)
         return EXIT_OK
-    return _rebuild(dataclasses.replace(settings, label_studio_url=args.url, label_studio_api_key=args.api_key),
+    try:
+        api_key = api_key_from(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return _rebuild(dataclasses.replace(settings, label_studio_url=args.url, label_studio_api_key=api_key),
                     args.project)
 
 
@@ -75,6 +78,10 @@ def _rebuild(settings: Settings, project: int) -> int:
     except (LearningError, ModelLoadError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
-    report = job()
+    try:
+        report = job()
+    except LearningError as error:  # Label Studio failed while listing: nothing was forgotten
+        print(f"error: {error}; run the same command again", file=sys.stderr)
+        return EXIT_RESUMABLE
     print(json.dumps({"project": project, **report}, indent=2))
     return EXIT_FAILED if report["failed"] else EXIT_OK

@@ -18,11 +18,14 @@ image) is logged with its reason, answered 4xx, and never touches the memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
+import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,7 +35,10 @@ from converters.label_config import ControlTag, LabelConfigError, parse_label_co
 from converters.labelstudio import InvalidRegionError, check_region
 from ml_backend.core.errors import TaskError
 from ml_backend.core.label_config import ProjectConfig, RegionTarget
+from ml_backend.core.metrics import Metrics
 from ml_backend.labels.memory import LabelMemory, MemoryBusyError
+from ml_backend.labels.zeroshot import one_rule
+from ml_backend.segmentation.background import BackgroundQueue
 from ml_backend.segmentation.cache import CachedSegmentation
 from segmentor.labelling import (
     LabelClassifier,
@@ -55,6 +61,9 @@ EVENTS = (*LEARN_EVENTS, *FORGET_EVENTS, REBUILD_EVENT)
 TEACHING_TAGS = ("PolygonLabels", "BrushLabels", "RectangleLabels")
 # Ids are stored as SQLite INTEGERs (signed 64 bits); Label Studio's are positive and far below.
 MAX_ID = 2**63 - 1
+# A queued webhook finding the memory locked by another process tries this often, this far apart.
+JOB_ATTEMPTS = 10
+JOB_RETRY_S = 3.0
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also passes "²", which int() refuses
 
 
@@ -73,6 +82,24 @@ class UnknownProjectError(LearningError):
 class UnlearnableError(LearningError):
     status = 422
     reason = "unlearnable"
+
+
+class MemoryDamagedError(LearningError):
+    """The label memory's file cannot be written (not a database, disk full...): an operator must act."""
+
+    status = 503
+    reason = "label_memory"
+
+
+class LearningQueueFullError(LearningError):
+    """The background learner has LEARNING_QUEUE_SIZE webhooks waiting: this one is not learnt."""
+
+    status = 503
+    reason = "learning_queue_full"
+
+
+class _NotCachedError(Exception):
+    """Applying a webhook now would download or segment an image: it goes to the background learner."""
 
 
 class LabelStudioUnavailableError(LearningError):
@@ -100,6 +127,8 @@ class SegmentLabels:
 
 # segment(image reference, task id, target) -> the segmentation of that task's image for that control.
 SegmentFn = Callable[[str, object, RegionTarget], CachedSegmentation]
+# cached(image reference, target) -> its segmentation when the cache has it (never downloads nor segments).
+CachedFn = Callable[[str, RegionTarget], CachedSegmentation | None]
 # project_config(project id, the webhook body) -> the project's parsed label config (LearningError: why not).
 ProjectConfigFn = Callable[[int, dict], ProjectConfig]
 
@@ -107,9 +136,18 @@ ProjectConfigFn = Callable[[int, dict], ProjectConfig]
 class LabelLearning:
     """The project memories of one service, and the two ways through them (learn, label)."""
 
-    def __init__(self, memory: LabelMemory | None, feature_space: str) -> None:
+    def __init__(self, memory: LabelMemory | None, feature_space: str, jobs: BackgroundQueue | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.memory = memory
         self.feature_space = feature_space
+        # Webhooks whose images are not segmented yet are learnt here, one at a time, in arrival order.
+        self.jobs = jobs
+        self._metrics = metrics
+        # Held while a request decides between applying now and queuing, and while it applies: it applies
+        # only when no job waits or runs, and nothing is queued meanwhile, so the memory changes in the order
+        # the webhooks arrived without the (single) worker ever taking it (it may segment for minutes).
+        self._apply_lock = threading.Lock()
+        self._job_numbers = itertools.count()
         self._classifiers: dict[int, tuple[str, LabelClassifier]] = {}
         self._classifiers_lock = threading.Lock()
         self._rebuilds: dict[int, threading.Thread] = {}
@@ -144,15 +182,17 @@ class LabelLearning:
             self._classifiers[project] = built
         return built
 
-    def label(self, classifier: LabelClassifier, target: RegionTarget,
-              segmentation: CachedSegmentation) -> SegmentLabels | None:
-        """Learnt labels for ``target``'s segments; None when nothing learnt applies to this control."""
-        if not target.learn or segmentation.features is None:
+    def label(self, classifier: LabelClassifier | None, target: RegionTarget, segmentation: CachedSegmentation,
+              zero_shot: Mapping[int, LabelGuess] | None = None) -> SegmentLabels | None:
+        """Learnt labels for ``target``'s segments; None when nothing learnt applies to this control.
+
+        With ``zero_shot`` (each segment's zero-shot guess) the one rule (``zeroshot.one_rule``) decides.
+        """
+        guesses = self._learnt(classifier, target, segmentation)
+        if zero_shot is not None:
+            guesses = one_rule(guesses, zero_shot, classifier.labels if classifier is not None else (), target)
+        if guesses is None:
             return None
-        if not set(classifier.labels) & set(target.labels):
-            return None
-        embeddings = segment_embeddings(segmentation.features, segmentation.label_map)
-        guesses = label_segments(classifier, embeddings, target.labels, target.label, target.threshold)
         labels = {segment: guess.label for segment, guess in guesses.items()}
         scores = {segment: guess.confidence for segment, guess in guesses.items()}
         label_map = segmentation.label_map
@@ -161,16 +201,31 @@ class LabelLearning:
             labels, scores = _merged(members, labels, guesses, label_map)
         return SegmentLabels(label_map, labels, scores)
 
+    @staticmethod
+    def _learnt(classifier: LabelClassifier | None, target: RegionTarget,
+                segmentation: CachedSegmentation) -> dict[int, LabelGuess] | None:
+        if classifier is None or not target.learn or segmentation.features is None:
+            return None
+        if not set(classifier.labels) & set(target.labels):
+            return None
+        embeddings = segment_embeddings(segmentation.features, segmentation.label_map)
+        return label_segments(classifier, embeddings, target.labels, target.label, target.threshold)
+
     # --- webhooks ----------------------------------------------------------------------------------
 
-    def handle(self, action: str, body: dict, project_config: ProjectConfigFn,
-               segment: SegmentFn, prepare_rebuild: Callable[[int], Callable[[], object]]) -> dict:
+    def handle(self, action: str, body: dict, project_config: ProjectConfigFn, segment: SegmentFn,
+               prepare_rebuild: Callable[[int], Callable[[], object]],
+               cached: CachedFn | None = None) -> dict:
         """Apply one webhook; :class:`LearningError` (with its HTTP status) when it cannot be learnt from.
 
         Everything that can be checked without the image is checked here, before anything changes:
         ids, the project (``project_config`` says whose label config applies), every region of a
-        teaching control. ``prepare_rebuild(project)`` checks a rebuild can run (raising
-        :class:`LearningError` if not) and returns the job, which runs in the background.
+        teaching control. Then, when no job waits and every image's segmentation is in the cache
+        (``cached``: never downloads nor segments), it is applied now and the answer says what was
+        learnt; otherwise it is queued for the background learner (``{"queued": ...}``), or refused with
+        :class:`LearningQueueFullError` when the queue is full. ``prepare_rebuild(project)`` checks a
+        rebuild can run (raising :class:`LearningError` if not) and returns the job, which runs in the
+        background.
         """
         if self.memory is None:
             return {"learnt": False, "reason": "label learning is off (DATA_DIR=off)"}
@@ -178,13 +233,68 @@ class LabelLearning:
         if action == REBUILD_EVENT:
             return {"rebuild": self.start_rebuild(project, prepare_rebuild(project))}
         if action in FORGET_EVENTS:
-            return self._forget(action, body, project)
+            forget = self._forgetting(action, body, project)
+            return self._apply(f"{action} of project {project}", lambda _: forget())
         annotations, tasks = _annotations_and_tasks(body)
         config = project_config(project, body)
         controls = _teaching_controls(config)
         checked = [_checked_annotation(annotation, tasks, config, controls) for annotation in annotations]
-        learnt = [self.learn(project, config, annotation, task, segment) for annotation, task in checked]
-        return {"annotations": learnt}
+
+        def learn_all(segment_with: SegmentFn) -> dict:
+            return {"annotations": [self.learn(project, config, annotation, task, segment_with)
+                                    for annotation, task in checked]}
+
+        def cached_only(reference: str, task_id: object, target: RegionTarget) -> CachedSegmentation:
+            found = cached(reference, target) if cached is not None else None
+            if found is None:
+                raise _NotCachedError(reference)
+            return found
+
+        ids = ", ".join(str(annotation.get("id")) for annotation, _ in checked)
+        return self._apply(f"{action} of annotation(s) {ids} of project {project}", learn_all,
+                           cached_only if cached is not None else segment, segment)
+
+    def _apply(self, what: str, apply: Callable[[SegmentFn | None], dict], now: SegmentFn | None = None,
+               later: SegmentFn | None = None) -> dict:
+        """``apply`` in this request when nothing waits and it needs no new segmentation, else queued."""
+        if self.jobs is None:
+            return apply(later)
+        with self._apply_lock:
+            if self.jobs.pending() == 0:
+                try:
+                    return apply(now)
+                except _NotCachedError:
+                    pass  # an image to download and segment: not on a request thread
+            number = next(self._job_numbers)
+            if not self.jobs.submit(number, lambda: self._run_job(what, apply, later)):
+                message = (f"{what}: the learning queue is full (LEARNING_QUEUE_SIZE={self.jobs.capacity}); "
+                           "NOT learnt: Label Studio does not resend webhooks, run \"Start Training\" (or "
+                           "`python -m ml_backend memory rebuild`) once the backend is less busy")
+                logger.error(message)
+                raise LearningQueueFullError(message)
+            return {"queued": True, "pending": self.jobs.pending()}
+
+    def _run_job(self, what: str, apply: Callable[[SegmentFn | None], dict], segment: SegmentFn | None) -> None:
+        """A queued webhook, retried while another process holds the memory's write lock; a failure is
+        logged (and counted) with its reason."""
+        try:
+            for attempt in range(JOB_ATTEMPTS):
+                try:
+                    result = apply(segment)
+                    logger.info("learnt in the background: %s: %s", what, result)
+                    return
+                except MemoryUnavailableError as error:
+                    if attempt + 1 == JOB_ATTEMPTS:
+                        raise
+                    logger.warning("%s: %s; retrying in %s s", what, error, JOB_RETRY_S)
+                    time.sleep(JOB_RETRY_S)
+        except LearningError as error:
+            self._count(error.reason)
+            logger.warning("webhook %s not learnt: %s: %s (memory unchanged for it)", what, error.reason, error)
+
+    def _count(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.increment("webhook_failures", reason)
 
     def learn(self, project: int, config: ProjectConfig, annotation: dict, task: dict | None,
               segment: SegmentFn, source: str | None = None) -> dict:
@@ -214,12 +324,15 @@ class LabelLearning:
                     counts or "no labelled regions")
         return {"id": annotation_id, "task": task_id, "examples": counts}
 
-    @staticmethod
-    def _write(write: Callable[..., object], *arguments: object) -> object:
+    def _write(self, write: Callable[..., object], *arguments: object) -> object:
         try:
             return write(*arguments)
         except MemoryBusyError as error:
             raise MemoryUnavailableError(str(error)) from error
+        except sqlite3.Error as error:  # not a database any more, disk full, permissions...
+            raise MemoryDamagedError(f"the label memory {self.memory.path} cannot be written ({error}): free the "
+                                     "disk or delete the file (it is made again at the next write), then run "
+                                     "\"Start Training\" to learn the project's annotations again") from error
 
     def examples(self, config: ProjectConfig, task: dict, result: Sequence[dict],
                  segment: SegmentFn) -> list[LabelExample]:
@@ -247,13 +360,14 @@ class LabelLearning:
                 raise UnlearnableError(f"task {task.get('id')}: {error}") from error
         return examples
 
-    def _forget(self, action: str, body: dict, project: int) -> dict:
+    def _forgetting(self, action: str, body: dict, project: int) -> Callable[[], dict]:
+        """The checked forgetting of a delete event, to run now or queued."""
         if action == "TASKS_DELETED":
             tasks = _id_list(body.get("tasks"), "tasks")
-            return {"forgotten": self._write(self.memory.delete_tasks, project, tasks)}
+            return lambda: {"forgotten": self._write(self.memory.delete_tasks, project, tasks)}
         key = "annotations" if action == "ANNOTATIONS_DELETED" else "annotation"
         ids = _id_list(body.get(key) if key == "annotations" else [body.get(key)], key)
-        return {"forgotten": self._write(self.memory.delete_annotations, project, ids)}
+        return lambda: {"forgotten": self._write(self.memory.delete_annotations, project, ids)}
 
     # --- rebuilds ----------------------------------------------------------------------------------
 

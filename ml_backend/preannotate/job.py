@@ -69,9 +69,7 @@ class Summary:
             f"  not reached     {self.left}",
         ]
         lines += [f"  task {task}: {reason}" for task, reason in list(self.failures.items())[:20]]
-        if self.stopped and self.refused:
-            lines.append(f"stopped early: {self.stopped}")
-        elif self.stopped:
+        if self.stopped and not self.refused:  # a refusal is the command's `error:` line
             lines.append(f"stopped early: {self.stopped}; run the same command again to resume")
         return lines
 

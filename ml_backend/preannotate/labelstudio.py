@@ -26,7 +26,13 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from ml_backend.core.label_studio_client import deadline_client, short_body
+from ml_backend.core.label_studio_client import (
+    MAX_ID,
+    EndlessListingError,
+    deadline_client,
+    short_body,
+    unique_pages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,6 @@ T = TypeVar("T")
 
 # Statuses that mean "try again later" rather than "this request is wrong".
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# Label Studio's ids are SQLite/PostgreSQL integers; the ledger stores them in SQLite's 64-bit INTEGER.
-MAX_ID = 2**63 - 1
 
 
 class LabelStudioError(RuntimeError):
@@ -96,8 +100,8 @@ class LabelStudioApi:
         query = None
         if task_ids is not None:
             query = json.dumps({"selectedItems": {"all": False, "included": list(task_ids)}})
-        page, seen = 1, set()
-        while True:
+
+        def fetch_page(page: int) -> tuple[list[TaskRecord], int | None]:
             what = f"tasks page {page}"
             pager = self._call(
                 what,
@@ -106,25 +110,15 @@ class LabelStudioApi:
                     page_size=page_size, resolve_uri=False,
                 ),
             )
-            items = self._list(pager.items, what)
-            new = 0
-            for task in items:
-                record = self._record(task, model_version, what)
-                if record.id not in seen:
-                    seen.add(record.id)
-                    new += 1
-                    yield record
+            records = [self._record(task, model_version, what) for task in self._list(pager.items, what)]
             total = getattr(pager.response, "total", None)
-            total = total if isinstance(total, int) and not isinstance(total, bool) else None
-            if not items or (total is not None and (len(seen) >= total or page * page_size >= total)):
-                return
-            if new == 0:
-                raise LabelStudioError(
-                    f"Label Studio at {self.url} answered {what} with only tasks it had listed before "
-                    f"({len(seen)} task(s) so far, total {total if total is not None else 'not given'}): "
-                    "the listing would never end; is --url Label Studio itself?"
-                )
-            page += 1
+            return records, total if isinstance(total, int) and not isinstance(total, bool) else None
+
+        try:
+            yield from unique_pages(fetch_page, page_size, key=lambda record: record.id)
+        except EndlessListingError as error:
+            raise LabelStudioError(f"Label Studio at {self.url}: the task list's {error}; is --url Label Studio "
+                                   "itself?") from None
 
     def predictions_of(self, task: int, model_version: str) -> tuple[int, ...]:
         """Ids of ``task``'s predictions of ``model_version``, oldest first."""
@@ -259,7 +253,7 @@ def _fields(found: object) -> dict:
     if isinstance(found, dict):
         return found
     dump = getattr(found, "model_dump", None)
-    fields = dump() if callable(dump) else None
+    fields = dump(warnings=False) if callable(dump) else None  # the checks below say what is wrong
     if not isinstance(fields, dict):
         raise LabelStudioError(f"Label Studio answered {type(found).__name__} where an object belongs: "
                                f"{short_body(found, 120)}")

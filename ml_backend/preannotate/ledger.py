@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
+class LedgerError(RuntimeError):
+    """The ledger file cannot be used (not a SQLite file, or not one this job wrote)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     state: str
@@ -49,12 +53,21 @@ class Ledger:
     """The rows of one project and model version on one Label Studio server."""
 
     def __init__(self, path: Path, *, server: str, project: int, model_version: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # isolation_level=None: autocommit, every statement is its own durable transaction.
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: autocommit, every statement is its own durable transaction.
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SCHEMA)
+            # A `tasks` table of another program passes CREATE IF NOT EXISTS: check the columns are ours.
+            self._db.execute("SELECT server, project, task, model_version, state, prediction, reason, attempts, "
+                             "updated FROM tasks LIMIT 0")
+        except (OSError, sqlite3.DatabaseError) as error:
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise LedgerError(f"the ledger {path} cannot be used ({error}): move it away to start a new one, "
+                              "or pass another --ledger") from None
         self._key = (server, project)
         self.model_version = model_version
 

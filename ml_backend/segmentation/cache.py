@@ -8,13 +8,21 @@ exists once its ``.json`` does, and readers never see half a file.
 The cache heals: an entry whose ``.npz`` does not match its checksum (truncated, bit-flipped, replaced),
 whose ``.json`` is unreadable, or whose arrays are not what a segmentation holds is evicted and counts
 as a miss, so the image is segmented again and the entry rewritten. Temporary files that a killed
-writer left behind are removed at start-up. The folder is bounded by CACHE_MAX_BYTES: after each write
-the least recently used entries (a hit refreshes an entry's time) go until it fits.
+writer left behind are removed at start-up. The folder is bounded by CACHE_MAX_BYTES, least recently used
+entries first (a hit refreshes an entry's time).
+
+The bound costs O(1) per write: the folder's size is a running total in ``CACHE_DIR/.size``, shared by
+every process using the folder (a gunicorn worker, Ray actors, the ``segment`` CLI) under an ``flock`` on
+``.size.lock``; each write adds its bytes. Only when the total passes the bound is the folder scanned,
+and entries go until it holds at most ``_LOW_WATER`` of the bound, so the next scan is many writes away.
+The total is set from a scan at start-up and every ``_RECONCILE_WRITES`` writes or ``_RECONCILE_S``
+seconds, which corrects drift from files removed by hand or a process killed between write and count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -23,6 +31,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +45,12 @@ logger = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 # Temporary files older than this are left-overs of a killed writer (a live write takes milliseconds).
 _STALE_TEMPORARY_S = 600.0
+# The running total of the folder's bytes and the lock that serialises its updates across processes.
+SIZE_FILE, SIZE_LOCK = ".size", ".size.lock"
+# A scan evicts down to this fraction of the bound: one scan pays for many writes.
+_LOW_WATER = 0.9
+# The running total is set again from a scan this often (drift: files removed by hand, killed writers).
+_RECONCILE_WRITES, _RECONCILE_S = 1000, 600.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,12 @@ class SegmentationCache:
         self.max_bytes = max_bytes
         self.metrics = metrics
         self.check_writable(root)
+        self._writes_since_scan = 0
+        self._last_scan = 0.0
         if root is not None:
             self._remove_stale_temporaries()
+            if max_bytes is not None:
+                self._scan()
 
     @staticmethod
     def check_writable(root: Path | None) -> None:
@@ -119,6 +138,7 @@ class SegmentationCache:
         if self.root is None:
             return
         label_path, scores_path = self._paths(image_sha256, fingerprint)
+        replaced = _entry_bytes(label_path, scores_path)  # an entry rewritten (healed, raced) is counted once
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **_arrays(segmentation))
         arrays = buffer.getvalue()
@@ -138,10 +158,30 @@ class SegmentationCache:
                 label_path.unlink(missing_ok=True)
             return
         if self.max_bytes is not None:
-            self._enforce_bound()
+            self._enforce_bound(_entry_bytes(label_path, scores_path) - replaced)
 
-    def _enforce_bound(self) -> None:
-        """Evict least recently used entries until the folder holds at most ``max_bytes``."""
+    def _enforce_bound(self, added: int) -> None:
+        """Add ``added`` bytes to the running total; scan and evict only when it passes ``max_bytes``."""
+        self._writes_since_scan += 1
+        due = self._writes_since_scan >= _RECONCILE_WRITES or time.monotonic() - self._last_scan >= _RECONCILE_S
+        with self._size_lock():
+            total = self._read_total() + added
+            if total <= self.max_bytes and not due:
+                self._write_total(total)
+                return
+            self._scan_locked()
+
+    def _scan(self) -> None:
+        """Set the running total from the folder (start-up), evicting when it is over the bound."""
+        with self._size_lock():
+            self._scan_locked()
+
+    def _scan_locked(self) -> int:
+        """Stat every entry and set the running total; over the bound, evict least recently used entries
+        down to ``_LOW_WATER`` of it. Returns the new total."""
+        self._writes_since_scan, self._last_scan = 0, time.monotonic()
+        if self.metrics is not None:
+            self.metrics.increment("cache_bound", "scans")
         entries = []
         for label_path in self.root.glob("*/*/*.npz"):
             scores_path = label_path.with_suffix(".json")
@@ -153,11 +193,34 @@ class SegmentationCache:
                 continue  # evicted meanwhile
             entries.append((used, size, label_path, scores_path))
         total = sum(size for _, size, _, _ in entries)
-        for _, size, label_path, scores_path in sorted(entries, key=lambda entry: entry[0]):
-            if total <= self.max_bytes:
-                break
-            self._evict(label_path, scores_path, "evictions")
-            total -= size
+        if total > self.max_bytes:
+            evict_to = int(self.max_bytes * _LOW_WATER)
+            for _, size, label_path, scores_path in sorted(entries, key=lambda entry: entry[0]):
+                if total <= evict_to:
+                    break
+                self._evict(label_path, scores_path, "evictions")
+                total -= size
+        self._write_total(total)
+        return total
+
+    @contextlib.contextmanager
+    def _size_lock(self) -> Iterator[None]:
+        with open(self.root / SIZE_LOCK, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read_total(self) -> int:
+        try:
+            return int((self.root / SIZE_FILE).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return self.max_bytes + 1  # lost or damaged: count as over the bound, so a scan sets it again
+
+    def _write_total(self, total: int) -> None:
+        with contextlib.suppress(OSError):
+            _write_atomic(self.root / SIZE_FILE, str(max(0, total)).encode())
 
     def _evict(self, label_path: Path, scores_path: Path, event: str) -> None:
         # The .json goes first: without it the entry no longer exists, whatever happens next.
@@ -223,6 +286,15 @@ def _arrays(segmentation: CachedSegmentation) -> dict[str, np.ndarray]:
     if segmentation.merges is not None:
         arrays["merges"] = segmentation.merges
     return arrays
+
+
+def _entry_bytes(label_path: Path, scores_path: Path) -> int:
+    """Bytes of one entry on disk (two stats); 0 for what does not exist."""
+    size = 0
+    for path in (label_path, scores_path):
+        with contextlib.suppress(OSError):
+            size += path.stat().st_size
+    return size
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

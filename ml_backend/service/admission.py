@@ -59,6 +59,7 @@ class PredictionQueue:
 
     def _retry_after(self) -> int:
         """About the time the queue ahead needs: mean /predict seconds times the requests admitted."""
-        done = self._metrics.count("queue", "admitted")
+        # Finished predictions only: the ones still in the queue have added no seconds yet.
+        done = self._metrics.count("queue", "admitted") - self._depth
         mean = self._metrics.count("seconds", "predict") / done if done else 1.0
         return max(1, min(300, math.ceil(mean * self.capacity)))

@@ -8,6 +8,8 @@ task even when tasks fail.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import time
@@ -23,10 +25,12 @@ from ml_backend.model import TRAINING_EVENTS, EmerDiffModel, Runtime
 from ml_backend.segmentation.cache import SegmentationCache
 from ml_backend.service.admission import PredictionQueue, QueueFullError
 from segmentor import DiffusionModel, load_model
+from segmentor.zeroshot import load_clip
 
 logger = logging.getLogger(__name__)
 
 OPEN_ENDPOINTS = frozenset({"health", "static"})
+WEBHOOK_RETRY_AFTER_S = 5
 
 
 class BadRequestError(ValueError):
@@ -39,10 +43,14 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
     _configure_logging(settings.log_level)
     # Every check that needs no model runs before the model loads (minutes for Stable Diffusion).
     SegmentationCache.check_writable(settings.cache_dir)
+    clip = None
+    if settings.clip_model is not None:  # seconds, before the minutes of SD: a wrong CLIP fails at once
+        logger.info("loading CLIP %s for zero-shot labels (mode %s)", settings.clip_model, settings.clip_mode)
+        clip = load_clip(settings.clip_model, device=settings.device, dtype=settings.dtype)
     if model is None:
         logger.info("loading model %s (device %s, dtype %s)", settings.model, settings.device, settings.dtype)
         model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
-    runtime = Runtime.create(settings, model)
+    runtime = Runtime.create(settings, model, clip)
     logger.info(
         "ready: model %s (identity %s), version %s", model.reference, model.identity, runtime.default_version
     )
@@ -117,7 +125,7 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
         return jsonify(results=results)
 
     @app.post("/webhook")
-    def webhook() -> tuple[Response, int]:
+    def webhook() -> tuple[Response, int] | tuple[Response, int, dict]:
         runtime.metrics.increment("requests", "webhook")
         body = _json_body()
         action = body.get("action")
@@ -130,7 +138,11 @@ def create_app(settings: Settings | None = None, model: DiffusionModel | None = 
         except LearningError as error:  # nothing was learnt; the reason is logged and answered
             logger.warning("webhook %s: %s: %s", action, error.reason, error)
             runtime.metrics.increment("webhook_failures", error.reason)
-            return jsonify(status="error", action=action, reason=error.reason, error=str(error)), error.status
+            # 502/503: Label Studio or the memory is busy or away, the same webhook may succeed later.
+            retry = {"Retry-After": str(WEBHOOK_RETRY_AFTER_S)} if error.status in (502, 503) else {}
+            return jsonify(status="error", action=action, reason=error.reason, error=str(error)), error.status, retry
+        if result.get("queued"):  # accepted: the background learner applies it (its log says how it went)
+            return jsonify(status="queued", action=action, result=result), 202
         return jsonify(status="ok", action=action, result=result), 201
 
     @app.get("/metrics")
@@ -168,13 +180,42 @@ def _json_body() -> dict:
 
 
 def _credentials_match(settings: Settings) -> bool:
-    auth = request.authorization
-    if auth is None or auth.type != "basic" or auth.username is None or auth.password is None:
+    credentials = _basic_credentials(request.headers.get("Authorization", ""))
+    if credentials is None:
         return False
-    # Both comparisons always run, so the time taken does not tell which part was wrong.
-    user_ok = hmac.compare_digest(auth.username.encode(), settings.basic_auth_user.encode())
-    pass_ok = hmac.compare_digest(auth.password.encode(), settings.basic_auth_pass.encode())
+    username, password = credentials
+    # Every comparison always runs, so the time taken does not tell which part was wrong.
+    user_ok = _secret_matches(username, settings.basic_auth_user)
+    pass_ok = _secret_matches(password, settings.basic_auth_pass)
     return user_ok and pass_ok
+
+
+def _basic_credentials(header: str) -> tuple[bytes, bytes] | None:
+    """The raw user and password bytes of a Basic ``Authorization`` header; None when it is not one.
+
+    Kept as bytes: Label Studio (requests) encodes non-ASCII credentials as Latin-1, browsers and curl as
+    UTF-8, and decoding them as one text (as werkzeug does) would make the other never match.
+    """
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    username, colon, password = decoded.partition(b":")
+    return (username, password) if colon else None
+
+
+def _secret_matches(given: bytes, expected: str) -> bool:
+    """``given`` is ``expected`` in UTF-8 or in Latin-1 (both compared, constant time)."""
+    utf8 = expected.encode("utf-8")
+    try:
+        latin1 = expected.encode("latin-1")
+    except UnicodeEncodeError:  # beyond Latin-1 only UTF-8 can carry it
+        latin1 = utf8
+    matches = [hmac.compare_digest(given, utf8), hmac.compare_digest(given, latin1)]
+    return any(matches)
 
 
 def _configure_logging(level: str) -> None:

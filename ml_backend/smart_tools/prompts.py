@@ -62,10 +62,11 @@ class Prompt:
     positive: bool = True
 
 
-def parse_context(context: object) -> list[Prompt] | None:
+def parse_context(context: object, max_prompts: int | None = None) -> list[Prompt] | None:
     """The prompts of ``context``; None when there are none (the automatic, whole-image prediction).
 
-    :class:`ContextError` names the first entry that is not a keypoint or rectangle Label Studio sends.
+    :class:`ContextError` names the first entry that is not a keypoint or rectangle Label Studio sends, or
+    says that there are more than ``max_prompts`` (MAX_SMART_PROMPTS: each prompt costs a pass over the image).
     """
     if context is None:
         return None
@@ -76,6 +77,9 @@ def parse_context(context: object) -> list[Prompt] | None:
         return None
     if not isinstance(result, list):
         raise ContextError(f"context.result must be a list of regions, got {type(result).__name__}")
+    if max_prompts is not None and len(result) > max_prompts:
+        raise ContextError(f"context.result has {len(result)} smart-tool prompts, more than MAX_SMART_PROMPTS="
+                           f"{max_prompts} (remove some, or raise the limit)")
     prompts = [_prompt(index, entry) for index, entry in enumerate(result)]
     labels = {prompt.label for prompt in prompts}
     if len(labels) > 1:
@@ -285,4 +289,9 @@ def _digest(label: str, leaves: set[int]) -> str:
 
 
 def _is_finite(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer no float holds (10**400) stays a Python int
+        return False

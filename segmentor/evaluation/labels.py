@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from tqdm import tqdm
 from converters.labelstudio import region_to_mask, regions_from_label_map
 from segmentor.evaluation.data import LAYOUTS, Sample, folder_samples, read_stem_list
 from segmentor.evaluation.metrics import DEFAULT_IGNORE, EvaluationError
+from segmentor.evaluation.zero_shot import format_rows as format_zero_shot_rows
+from segmentor.evaluation.zero_shot import read_class_words, zero_shot_report
 from segmentor.labelling import (
     DEFAULT_THRESHOLD,
     METHODS,
@@ -55,6 +58,7 @@ class SegmentedImage:
     gt: np.ndarray  # int (H, W) class ids
     label_map: np.ndarray  # int32 (H, W) EmerDiff segments
     features: np.ndarray  # float32 (h, w, C)
+    baseline_map: np.ndarray | None = None  # int32 (H, W): the bilinear baseline's segments (zero-shot comparison)
 
 
 def annotation_regions(gt: np.ndarray, class_names: Sequence[str], ignore: int | None) -> list[dict]:
@@ -210,13 +214,15 @@ def segment_all(segmentor, samples, total: int, progress: bool = True) -> list[S
     segmented = []
     for sample in tqdm(samples, total=total, desc="segment", unit="image", disable=not progress):
         result = segmentor.segment(sample.image)
-        segmented.append(SegmentedImage(sample.name, sample.image, sample.gt, result.label_map, result.features))
+        segmented.append(SegmentedImage(sample.name, sample.image, sample.gt, result.label_map, result.features,
+                                        result.baseline_label_map()))
     return segmented
 
 
 def save_segmented(path: Path, segmented: Sequence[SegmentedImage]) -> None:
     arrays = {f"{k}_{field}": getattr(image, field) for k, image in enumerate(segmented)
-              for field in ("image", "gt", "label_map", "features")}
+              for field in ("image", "gt", "label_map", "features", "baseline_map")
+              if getattr(image, field) is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, names=np.array([image.name for image in segmented]), **arrays)
 
@@ -224,7 +230,8 @@ def save_segmented(path: Path, segmented: Sequence[SegmentedImage]) -> None:
 def load_segmented(path: Path) -> list[SegmentedImage]:
     with np.load(path, allow_pickle=False) as stored:
         return [SegmentedImage(str(name), *(stored[f"{k}_{field}"] for field in ("image", "gt", "label_map",
-                                                                               "features")))
+                                                                               "features")),
+                               stored.get(f"{k}_baseline_map"))
                 for k, name in enumerate(stored["names"])]
 
 
@@ -252,6 +259,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--segmentations", type=Path,
                         help="an .npz of the segmentations: read when it exists (same arguments!), else written")
+    parser.add_argument("--clip", help="add the zero-shot point: a CLIP ('bundled', a folder or a cached hub id)")
+    parser.add_argument("--clip-modes", default="all",
+                        help="dense CLIP modes to compare, comma-separated, or 'all' (default: %(default)s)")
+    parser.add_argument("--clip-templates", default="default",
+                        help="prompt template set of segmentor.zeroshot.text (default: %(default)s)")
+    parser.add_argument("--class-names", type=Path,
+                        help="zero-shot words per class id: one class a line, 'name' or 'name: word, word'")
     parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
 
 
@@ -283,21 +297,29 @@ def run(args: argparse.Namespace) -> int:
                                         annotated + held_out)
             class_names = _dataset_classes(args.dataset)
             source = {"images": str(args.images), "gt": str(args.gt), "dataset": args.dataset}
+        zero_shot_setup = _zero_shot_setup(args, class_names)
+        segment_seconds = None
         if args.segmentations is not None and args.segmentations.exists():
             segmented = load_segmented(args.segmentations)
         else:
+            started = time.perf_counter()
             segmented = segment_all(segmentor, samples, annotated + held_out, progress=not args.no_progress)
+            segment_seconds = (time.perf_counter() - started) / max(len(segmented), 1)
             if args.segmentations is not None:
                 save_segmented(args.segmentations, segmented)
         if len(segmented) <= annotated:
             raise EvaluationError(f"{len(segmented)} images: need more than the {annotated} annotated ones")
         report = evaluate_labels(segmented[:annotated], segmented[annotated:], class_names, counts,
                                  ignore=args.ignore)
+        if zero_shot_setup is not None:
+            clip, words, modes, templates = zero_shot_setup
+            report["zero_shot"] = {"clip": args.clip, **zero_shot_report(segmented[annotated:], words, clip, modes,
+                                                                          templates, args.ignore)}
     except (EvaluationError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report = {"model": args.model, "k": args.k, "source": source, "test_images": len(segmented) - annotated,
-              "classes": list(class_names), **report}
+              "classes": list(class_names), "segment_seconds_per_image": segment_seconds, **report}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(report))
@@ -318,10 +340,32 @@ def format_table(report: dict) -> str:
             lines.append(f"| {run['annotated_images']} | {run['examples']} | {name} | "
                          f"{scores['pixel_accuracy']:.3f} | {scores['class_mean_accuracy']:.3f} | "
                          f"{scores['region_accuracy']:.3f} | {extra} |")
+    if "zero_shot" in report:
+        lines.extend(format_zero_shot_rows(report["zero_shot"]))
     ceiling = report["ceiling"]
     lines.append(f"| — | | ceiling (segment = its majority class) | {ceiling['pixel_accuracy']:.3f} | "
                  f"{ceiling['class_mean_accuracy']:.3f} | {ceiling['region_accuracy']:.3f} | |")
     return "\n".join(lines)
+
+
+def _zero_shot_setup(args: argparse.Namespace, class_names: Sequence[str]) -> tuple | None:
+    """(clip, words per class, modes, templates) for ``--clip``, checked before any segmenting; else None."""
+    from segmentor.zeroshot import MODES, load_clip
+    from segmentor.zeroshot.text import TEMPLATE_SETS
+
+    if args.clip is None:
+        return None
+    modes = MODES if args.clip_modes == "all" else tuple(m.strip() for m in args.clip_modes.split(",") if m.strip())
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or not modes:
+        raise EvaluationError(f"--clip-modes: unknown {', '.join(unknown) or 'empty list'}; use {', '.join(MODES)}")
+    if args.clip_templates not in TEMPLATE_SETS:
+        raise EvaluationError(f"--clip-templates: unknown set {args.clip_templates!r}; use "
+                              f"{', '.join(TEMPLATE_SETS)}")
+    words = read_class_words(args.class_names) if args.class_names else {name: (name,) for name in class_names}
+    if list(words) != list(class_names) and len(words) != len(class_names):
+        raise EvaluationError(f"--class-names names {len(words)} classes, the data has {len(class_names)}")
+    return load_clip(args.clip, device=args.device, dtype=args.dtype), words, modes, TEMPLATE_SETS[args.clip_templates]
 
 
 def _scene_samples(count: int, seed: int, size: int, classes: str):

@@ -7,6 +7,7 @@ is saved to loads with ``CLIPModel.from_pretrained`` / ``CLIPTokenizer.from_pret
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 @dataclass(frozen=True)
 class ToyClipSpec:
     image_size: int = 64
-    patch_size: int = 4  # a 16x16 patch grid at 64 px: fine enough to pool inside small segments
+    patch_size: int = 8  # an 8x8 patch grid at 64 px, as coarse as the diffusion model's 8x8 feature grid
     vision_width: int = 96
     vision_layers: int = 4
     vision_heads: int = 4
@@ -56,7 +57,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """CLIP's BPE of one lower-case word: repeatedly merge the best-ranked adjacent pair."""
     pieces = [*word[:-1], word[-1] + "</w>"]
     while len(pieces) > 1:
-        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:], strict=False))]
+        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(itertools.pairwise(pieces))]
         known = [(rank, i) for rank, i in pairs if rank is not None]
         if not known:
             break

@@ -5,8 +5,10 @@ and classifies against the text embeddings of the words, each wrapped in a templ
 
 - dense: every patch token of the model's ordinary forward (final layer norm, visual projection) against
   the words of its scene's kind, with the class shares inside the patch as soft targets ("background"
-  included). This is what makes patch features text-aligned: stock CLIP gets it from web-scale data,
-  this model from the scenes' ground truth. The training-free modes (MaskCLIP etc.) are not trained.
+  included); at the native size and, for a few scenes, upsampled by :data:`LARGE_FACTOR` with position
+  embeddings interpolated, because ``segmentor.zeroshot.dense`` reads images at twice the training size.
+  This is what makes patch features text-aligned: stock CLIP gets that from web-scale data, this model
+  from the scenes' ground truth. The last block's rebuilt forms (MaskCLIP etc.) are never trained.
 - global: a square crop around one object, resized to the model's size, its pooled (CLS) embedding
   against the words: CLIP's image-text objective, in its classification form.
 
@@ -43,6 +45,7 @@ from segmentor.toy.clip_architecture import (
 )
 from segmentor.toy.scenes import generate_scene
 from segmentor.toy.train import TrainingError, _count, _deterministic, _optimise
+from segmentor.zeroshot.dense import SHORT_SIDE_FACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +53,16 @@ WORDS: tuple[str, ...] = (BACKGROUND_WORD, *COLOUR_WORDS, *SHAPE_WORDS)
 # Scene kind -> the word of each class id of that kind's class map (segmentor.toy.scenes' class order).
 KIND_WORDS: dict[str, tuple[str, ...]] = {"colour": (BACKGROUND_WORD, *COLOUR_WORDS),
                                           "shape": (BACKGROUND_WORD, *SHAPE_WORDS)}
+# segmentor.zeroshot.dense reads an image at SHORT_SIDE_FACTOR x the tower's size (a finer grid); train there too.
+LARGE_FACTOR = SHORT_SIDE_FACTOR
 _CLIP_SEED_OFFSET = TRAIN_SEED_BASE // 2  # scene seeds apart from the diffusion trainer's, still >= the base
 
 
 @dataclass(frozen=True)
 class ClipTrainingPlan:
-    steps: int = 3000
+    steps: int = 500
     scenes_per_kind: int = 16  # per step, of each kind (colour, shape)
+    large_per_kind: int = 4  # of those, upsampled by LARGE_FACTOR too (each costs ~5 native ones)
     lr: float = 1e-3
     weight_decay: float = 0.05
     global_weight: float = 0.5
@@ -79,11 +85,15 @@ class SceneBatch:
     shares: torch.Tensor  # N×C×g×g class shares per patch, C = len(KIND_WORDS[kind])
     crops: torch.Tensor  # N×3×S×S, one object per scene
     crop_words: torch.Tensor  # N, index into KIND_WORDS[kind]
+    large: torch.Tensor  # M×3×(fS)×(fS): the first M scenes upsampled as segmentor.zeroshot.dense does
+    large_shares: torch.Tensor  # M×C×(fg)×(fg)
 
 
-def normalise(images: np.ndarray) -> torch.Tensor:
-    """N×H×W×3 uint8 RGB to CLIP's normalised N×3×H×W float tensor."""
+def normalise(images: np.ndarray, factor: int = 1) -> torch.Tensor:
+    """N×H×W×3 uint8 RGB to CLIP's normalised N×3×fH×fW float tensor (bicubic, as the dense grid resizes)."""
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    if factor != 1:
+        pixels = F.interpolate(pixels, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0.0, 1.0)
     return (pixels - torch.tensor(IMAGE_MEAN)[:, None, None]) / torch.tensor(IMAGE_STD)[:, None, None]
 
 
@@ -98,7 +108,7 @@ def object_crop(image: np.ndarray, instance_map: np.ndarray, instance: int, rng:
     return cv2.resize(image[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def scene_batch(seeds: range, kind: str, spec: ToyClipSpec, rng: np.random.Generator) -> SceneBatch:
+def scene_batch(seeds: range, kind: str, spec: ToyClipSpec, rng: np.random.Generator, large: int = 0) -> SceneBatch:
     images, shares, crops, words = [], [], [], []
     classes = len(KIND_WORDS[kind])
     for seed in seeds:
@@ -109,8 +119,10 @@ def scene_batch(seeds: range, kind: str, spec: ToyClipSpec, rng: np.random.Gener
         instance = int(rng.integers(1, scene.instance_map.max() + 1))
         crops.append(object_crop(scene.image, scene.instance_map, instance, rng))
         words.append(scene.instance_classes[instance])
-    patch_shares = F.avg_pool2d(torch.stack(shares), spec.patch_size)
-    return SceneBatch(normalise(np.stack(images)), patch_shares, normalise(np.stack(crops)), torch.tensor(words))
+    shares = torch.stack(shares)
+    large_pixels = normalise(np.stack(images[:large]), LARGE_FACTOR) if large else torch.empty(0)
+    return SceneBatch(normalise(np.stack(images)), F.avg_pool2d(shares, spec.patch_size), normalise(np.stack(crops)),
+                      torch.tensor(words), large_pixels, F.avg_pool2d(shares[:large], spec.patch_size // LARGE_FACTOR))
 
 
 def text_features(model: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
@@ -122,10 +134,10 @@ def text_features(model: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str]) 
 
 def image_features(model: CLIPModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled (N×D) and per-patch (N×D×g×g) embeddings of the ordinary forward, L2-normalised."""
-    vision = model.vision_model(pixel_values=pixels)
+    vision = model.vision_model(pixel_values=pixels, interpolate_pos_encoding=True)
     tokens = model.visual_projection(model.vision_model.post_layernorm(vision.last_hidden_state))
     pooled = model.visual_projection(vision.pooler_output)
-    side = int(round((tokens.shape[1] - 1) ** 0.5))
+    side = round((tokens.shape[1] - 1) ** 0.5)
     patches = tokens[:, 1:].reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)
     return F.normalize(pooled, dim=-1), F.normalize(patches, dim=1)
 
@@ -135,6 +147,10 @@ def _kind_losses(model: CLIPModel, batch: SceneBatch, text: torch.Tensor, scale:
     count = len(batch.pixels)
     dense_logits = scale * torch.einsum("ndhw,cd->nchw", patches[:count], text)
     dense = -(batch.shares * F.log_softmax(dense_logits, dim=1)).sum(dim=1).mean()
+    if len(batch.large):
+        _, large = image_features(model, batch.large)
+        large_logits = scale * torch.einsum("ndhw,cd->nchw", large, text)
+        dense = dense + -(batch.large_shares * F.log_softmax(large_logits, dim=1)).sum(dim=1).mean()
     crop_logits = scale * pooled[count:] @ text.T
     return dense, F.cross_entropy(crop_logits, batch.crop_words)
 
@@ -163,7 +179,7 @@ def train_clip(out_dir: Path, spec: ToyClipSpec | None = None, plan: ClipTrainin
             for kind, words in KIND_WORDS.items():
                 seeds = range(next_seed, next_seed + plan.scenes_per_kind)
                 next_seed += plan.scenes_per_kind
-                dense, crops = _kind_losses(model, scene_batch(seeds, kind, spec, rng),
+                dense, crops = _kind_losses(model, scene_batch(seeds, kind, spec, rng, plan.large_per_kind),
                                             text[[WORDS.index(w) for w in words]], scale)
                 loss = loss + dense + plan.global_weight * crops
             return loss
@@ -187,17 +203,24 @@ def train_clip(out_dir: Path, spec: ToyClipSpec | None = None, plan: ClipTrainin
 @torch.no_grad()
 def held_out_accuracy(model: CLIPModel, tokenizer: CLIPTokenizer, spec: ToyClipSpec, seeds: range) -> dict:
     """Per kind: patch accuracy of the ordinary forward's patch tokens (patches whose majority class covers
-    at least 3/4 of them) and the crops' accuracy, words wrapped in "a photo of a {}."."""
+    at least 3/4 of them), at the native and the large size, and the crops' accuracy; words wrapped in
+    "a photo of a {}."."""
     results = {}
     rng = np.random.default_rng(0)
     for kind, words in KIND_WORDS.items():
-        batch = scene_batch(seeds, kind, spec, rng)
+        batch = scene_batch(seeds, kind, spec, rng, large=len(seeds))
         text = text_features(model, tokenizer, [f"a photo of a {word}." for word in words])
         pooled, patches = image_features(model, torch.cat([batch.pixels, batch.crops]))
-        predicted = torch.einsum("ndhw,cd->nchw", patches[: len(seeds)], text).argmax(dim=1)
-        share, truth = batch.shares.max(dim=1)
-        clear = share >= 0.75
+        _, large = image_features(model, batch.large)
         crop_predicted = (pooled[len(seeds):] @ text.T).argmax(dim=1)
-        results[kind] = {"patch_accuracy": float((predicted == truth)[clear].float().mean()),
+        results[kind] = {"patch_accuracy": _patch_accuracy(patches[: len(seeds)], batch.shares, text),
+                         "large_patch_accuracy": _patch_accuracy(large, batch.large_shares, text),
                          "crop_accuracy": float((crop_predicted == batch.crop_words).float().mean())}
     return results
+
+
+def _patch_accuracy(patches: torch.Tensor, shares: torch.Tensor, text: torch.Tensor) -> float:
+    predicted = torch.einsum("ndhw,cd->nchw", patches, text).argmax(dim=1)
+    share, truth = shares.max(dim=1)
+    clear = share >= 0.75
+    return float((predicted == truth)[clear].float().mean())

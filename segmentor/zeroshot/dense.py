@@ -69,7 +69,7 @@ def pixel_values(clip: ClipModel, image: np.ndarray, short_side: int | None = No
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
     rows, cols = grid_shape(clip, image.shape[0], image.shape[1], short_side)
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    pixels = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
     pixels = F.interpolate(pixels, size=(rows * clip.patch_size, cols * clip.patch_size), mode="bicubic",
                            antialias=True, align_corners=False).clamp_(0.0, 1.0)
     mean = torch.tensor(clip.image_mean).view(1, 3, 1, 1)

@@ -104,3 +104,16 @@ def _cached_snapshot(hub_id: str) -> Path:
             "(CLIPModel.save_pretrained + tokenizer files); offline, `bundled` runs the small CLIP shipped "
             "with this project"
         ) from error
+
+
+def find_clip(reference: str) -> Path | None:
+    """The local folder of a CLIP reference, or None; never downloads (for ``doctor``)."""
+    if reference == "bundled":
+        return BUNDLED_CLIP_DIR if (BUNDLED_CLIP_DIR / "config.json").is_file() else None
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        return _cached_snapshot(reference)
+    except ModelLoadError:
+        return None

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.processes import free_port, running_process, wait_until_healthy
+from ml_backend.demo.processes import free_port, running_process, wait_until_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 180.0

@@ -12,7 +12,7 @@ import requests
 
 from tests.backend.gunicorn import REPO_ROOT, gunicorn_command, gunicorn_environment, running_gunicorn
 from tests.backend.support import POLYGON_CONFIG, png_bytes, task
-from tests.e2e.processes import free_port
+from ml_backend.demo.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ MAX_IMAGE_BYTES = 2_000_000
 MAX_IMAGE_PIXELS = 1_000_000
 MAX_TASKS = 20
 MAX_REQUEST_BYTES = 1024 * 1024
+LEARNT_IMAGES = 6
 
 
 def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -100,6 +104,9 @@ def corpus(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     (root / "folder.png").mkdir()
     for index in range(2):
         (root / "good" / f"scene{index}.png").write_bytes(png_bytes(500 + index))
+    (root / "learn").mkdir()
+    for index in range(LEARNT_IMAGES):  # images only webhooks see: no prediction segmented them
+        (root / "learn" / f"scene{index}.png").write_bytes(png_bytes(600 + index))
     for name, data in odd_images().items():
         (root / "odd" / name).write_bytes(data)
     for name, data in hostile_files().items():
@@ -115,6 +122,7 @@ def corpus(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "EMERDIFF_MODEL": str(tiny_model_dir),
         "EMERDIFF_NUM_SEGMENTS": "4",
         "CACHE_DIR": str(work / "cache"),
+        "DATA_DIR": str(work / "data"),
         "LOCAL_FILES_DOCUMENT_ROOT": str(root),
         "LABEL_STUDIO_URL": label_studio.url,
         "LABEL_STUDIO_API_KEY": LEGACY_TOKEN,
@@ -135,6 +143,10 @@ def corpus(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def serve_label_studio_routes(label_studio: FakeLabelStudio, recorder: FakeServer) -> None:
     routes = label_studio.routes
+    routes["/api/projects/1/"] = Route(
+        body=json.dumps({"id": 1, "title": "corpus", "label_config": POLYGON_CONFIG}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     routes["/data/upload/1/html.png"] = Route(body=b"<html>sign in</html>", headers={"Content-Type": "text/html"})
     routes["/data/upload/1/error.png"] = Route(status=500, body=b"boom")
     routes["/data/upload/1/forbidden.png"] = Route(status=403, body=b"no")
@@ -401,6 +413,107 @@ def test_hostile_request_gets_a_json_error(
     assert response.status_code == status, response.text
     assert expected in response.json()["error"]
     assert requests.get(f"{corpus.backend.url}/health", timeout=10).json()["status"] == "UP"
+
+
+SMART_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<PolygonLabels name="poly" toName="image"><Label value="Object"/></PolygonLabels>'
+    '<KeyPointLabels name="point" toName="image" smart="true"><Label value="Object" smart="true"/></KeyPointLabels>'
+    '<RectangleLabels name="box" toName="image" smart="true"><Label value="Object"/></RectangleLabels></View>'
+)
+
+
+def smart(kind: str, **value: object) -> dict:
+    label_key = "keypointlabels" if kind == "point" else "rectanglelabels"
+    return {"from_name": kind, "to_name": "image", "type": label_key, "original_width": 64, "original_height": 48,
+            "value": {label_key: ["Object"], **value}}
+
+
+# (case id, context.result, text every task's context error contains)
+SMART_CASES = [
+    ("keypoint beyond a float", [smart("point", x=10**400, y=5)], "value.x must be a finite number"),
+    ("rectangle overflowing in pixels", [smart("box", x=1.7e308, y=1.7e308, width=1.7e308, height=1.7e308)],
+     "smart rectangle"),
+    ("more prompts than MAX_SMART_PROMPTS", [smart("point", x=50, y=50)] * 101, "MAX_SMART_PROMPTS=100"),
+]
+
+
+@pytest.mark.parametrize(("result", "expected"), [pytest.param(r, e, id=name) for name, r, e in SMART_CASES])
+def test_hostile_smart_tool_context_is_a_context_error(corpus: Corpus, result: list, expected: str) -> None:
+    response = requests.post(f"{corpus.backend.url}/predict", json={
+        "tasks": [{"id": 1, "data": {"image": GOOD[0]}}, {"id": 3, "data": {"image": GOOD[1]}}],
+        "label_config": SMART_CONFIG, "project": "1.1", "params": {"context": {"result": result}},
+    }, timeout=120)
+    assert response.status_code == 200, response.text
+    for entry in response.json()["results"]:
+        assert set(entry) == {"model_version", "error"}, entry
+        assert entry["error"].startswith("context: ") and expected in entry["error"], entry["error"]
+
+
+def background_count(corpus: Corpus, event: str) -> float:
+    metrics = requests.get(f"{corpus.backend.url}/metrics", timeout=10).text
+    prefix = f'emerdiff_background_total{{name="learning_{event}"}} '
+    return sum(float(line.removeprefix(prefix)) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+def test_webhooks_for_unsegmented_images_are_learnt_in_the_background(corpus: Corpus) -> None:
+    """Annotation webhooks that need new segmentations are answered at once (202) and /health keeps
+    answering while they are learnt; Label Studio's config (not the body's) checks the labels."""
+    done_before = background_count(corpus, "done")
+    answers: list[int] = []
+    health: list[int] = []
+    stop = threading.Event()
+
+    def post(index: int) -> None:
+        region = {"id": f"r{index}", "from_name": "poly", "to_name": "image", "type": "polygonlabels",
+                  "original_width": 64, "original_height": 48,
+                  "value": {"points": [[10, 10], [60, 10], [60, 60], [10, 60]], "polygonlabels": ["Object"]}}
+        body = {"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": "<View/>"},
+                "annotation": {"id": 100 + index, "task": 100 + index, "result": [region]},
+                "task": {"id": 100 + index, "data": {"image": local(f"learn/scene{index}.png")}}}
+        answers.append(requests.post(f"{corpus.backend.url}/webhook", json=body, timeout=60).status_code)
+
+    def poll_health() -> None:
+        while not stop.is_set():
+            health.append(requests.get(f"{corpus.backend.url}/health", timeout=30).status_code)
+
+    poller = threading.Thread(target=poll_health)
+    poller.start()
+    posters = [threading.Thread(target=post, args=(index,)) for index in range(LEARNT_IMAGES)]
+    for thread in posters:
+        thread.start()
+    for thread in posters:
+        thread.join()
+    try:
+        assert answers == [202] * LEARNT_IMAGES
+        deadline = time.monotonic() + 300
+        while background_count(corpus, "done") < done_before + LEARNT_IMAGES:
+            assert time.monotonic() < deadline, "the background learner never finished"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        poller.join()
+    assert health and set(health) == {200}
+    # Every one learnt: no webhook failure of any reason was counted (the learner counts what it could not learn).
+    assert "emerdiff_webhook_failures_total{" not in requests.get(f"{corpus.backend.url}/metrics", timeout=10).text
+
+
+# Project ids Label Studio never sends (issue 19): "²" passes str.isdigit() and fails int(); the others exceed
+# SQLite's 64-bit integers. /setup and /predict answer as for a project with nothing learnt (after the webhook
+# test above: the label memory exists, so the ids reach SQLite).
+ODD_PROJECT_IDS = ["²", "²1.1700000000", f"{2**64}.1700000000", str(2**64), 2**64, -1]
+
+
+@pytest.mark.parametrize("project", ODD_PROJECT_IDS, ids=[str(p) for p in ODD_PROJECT_IDS])
+def test_odd_project_ids_on_setup_and_predict(corpus: Corpus, project: object) -> None:
+    setup = requests.post(f"{corpus.backend.url}/setup", json={"schema": POLYGON_CONFIG, "project": project},
+                          timeout=30)
+    assert setup.status_code == 200, setup.text
+    response = requests.post(f"{corpus.backend.url}/predict", json={
+        "tasks": [{"id": 1, "data": {"image": GOOD[0]}}], "label_config": POLYGON_CONFIG, "project": project,
+    }, timeout=120)
+    assert response.status_code == 200, response.text
+    assert_good(response.json()["results"][0])
 
 
 def test_the_token_never_left_label_studio(corpus: Corpus) -> None:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.processes import log_tail, running_process
+from ml_backend.demo.processes import log_tail, running_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EMERDIFF_DOCKER_CACHE") or REPO_ROOT / ".cache" / "emerdiff-docker").resolve()
@@ -140,7 +140,7 @@ def ensure_base_image() -> None:
         return
     if shutil.which("debootstrap") is None:
         apt_install("debootstrap")
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as root:
+    with bootstrap_folder() as root:
         _run(["debootstrap", "--variant=minbase", "bookworm", root, DEBIAN_MIRROR], timeout=900, what="debootstrap")
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
@@ -150,6 +150,11 @@ def ensure_base_image() -> None:
         tar.wait(timeout=60)
         if imported.returncode != 0 or tar.returncode != 0:
             raise DockerSetupError(f"docker import: {imported.stderr}")
+
+
+def bootstrap_folder() -> tempfile.TemporaryDirectory:
+    """An empty folder in the cache for debootstrap's root file system (the cache's disk, not /tmp's)."""
+    return tempfile.TemporaryDirectory(dir=cache_dir())
 
 
 def fill_wheelhouse() -> None:

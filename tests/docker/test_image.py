@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -223,8 +224,21 @@ def test_unwritable_cache_volume_is_reported_before_the_model_loads(
 
 
 def bridge_gateway() -> str:
-    config = docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}").stdout
-    return json.loads(config)[0]["Gateway"]
+    """The host's address on the default bridge. An engine that found its bridge interface already up (one
+    that ran before, or was started by hand) leaves the gateway out of the network's IPAM config: then the
+    address of that interface on this host is the gateway."""
+    network = json.loads(docker("network", "inspect", "bridge").stdout)[0]
+    configured = [entry["Gateway"] for entry in network["IPAM"]["Config"] if entry.get("Gateway")]
+    if configured:
+        return configured[0]
+    interface = network["Options"].get("com.docker.network.bridge.name", "docker0")
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", interface], capture_output=True, text=True,
+                           timeout=30, check=False)
+    for field in shown.stdout.split():
+        if "/" in field and field.split("/")[0].count(".") == 3:
+            return field.split("/")[0]
+    raise DockerSetupError(f"no gateway of the bridge network: neither its IPAM config nor interface {interface} "
+                           f"names one ({shown.stderr.strip()})")
 
 
 def test_stop_drains_a_request_in_flight_and_refuses_new_ones(cpu_image: BuiltImage) -> None:

@@ -18,9 +18,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.backend import BackendServer
+from ml_backend.demo.backend import BackendServer
 from tests.e2e.interactive_project import InteractiveProject, create_interactive_project
-from tests.e2e.label_studio import ADMIN_EMAIL, ADMIN_PASSWORD, LabelStudioServer
+from ml_backend.demo.label_studio import ADMIN_EMAIL, ADMIN_PASSWORD, LabelStudioServer
 from tests.e2e.workflow import LABELS, Workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

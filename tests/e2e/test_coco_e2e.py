@@ -24,7 +24,7 @@ from converters.images import ImageFolders
 from tests.converters.conftest import load_export_builder
 from tests.converters.test_export import ALL, GROUND_TRUTH, LATEST
 from tests.e2e.conftest import TIMINGS
-from tests.e2e.label_studio import LabelStudioServer
+from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow, json_member
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

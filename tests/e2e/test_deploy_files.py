@@ -23,9 +23,9 @@ from ml_backend.core import settings as settings_module
 from ml_backend.core.settings import Settings
 from tests.backend.support import POLYGON_CONFIG, png_bytes
 from tests.docker.held_server import HeldImageServer
-from tests.e2e.backend import ENTRYPOINT, HEALTHCHECK, REPO_ROOT, backend_environment, running_backend
-from tests.e2e.label_studio import DEPLOYMENT_SETTINGS, LABEL_STUDIO_VERSION
-from tests.e2e.processes import free_port
+from ml_backend.demo.backend import ENTRYPOINT, HEALTHCHECK, REPO_ROOT, backend_environment, running_backend
+from ml_backend.demo.label_studio import DEPLOYMENT_SETTINGS, LABEL_STUDIO_VERSION
+from ml_backend.demo.processes import free_port
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 GPU_OVERRIDE = yaml.safe_load((REPO_ROOT / "docker-compose.gpu.yml").read_text(encoding="utf-8"))

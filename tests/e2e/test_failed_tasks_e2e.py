@@ -14,8 +14,8 @@ import pytest
 import requests
 from label_studio_sdk import LabelStudio
 
-from tests.e2e.backend import BackendServer
-from tests.e2e.label_studio import LabelStudioServer
+from ml_backend.demo.backend import BackendServer
+from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow, label_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

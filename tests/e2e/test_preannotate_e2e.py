@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ml_backend.preannotate.cli import EXIT_OK
 from segmentor.toy.scenes import write_scenes
-from tests.e2e.backend import REPO_ROOT, BackendServer
+from ml_backend.demo.backend import REPO_ROOT, BackendServer
 from tests.e2e.conftest import TIMINGS
-from tests.e2e.label_studio import LabelStudioServer
+from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow, label_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -45,6 +45,12 @@ def annotation_event(action: str, annotation_id: int, task_: dict, result: list[
     }
 
 
+def learnt(client: FlaskClient, timeout: float = 120.0) -> None:
+    """Wait until the background learner has applied every queued webhook (202 answers)."""
+    jobs = client.application.extensions["emerdiff"].learning.jobs
+    assert jobs.wait_idle(timeout), "the background learner did not finish"
+
+
 def segment_of(region: dict) -> int:
     """The segment a region was cut from (region ids are ``poly-s<segment>-<piece>``)."""
     return int(region["id"].split("-")[1][1:])

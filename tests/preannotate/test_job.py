@@ -158,3 +158,40 @@ def test_unservable_label_config_fails_before_any_work(
 def test_wrong_key_or_project_is_a_clear_error(state: StubState, run_job, capsys) -> None:
     assert run_job("--project", "2") == EXIT_UNUSABLE
     assert "HTTP 404" in capsys.readouterr().err
+
+
+def summary_line(err: str, name: str) -> str:
+    (line,) = [line.strip() for line in err.splitlines() if line.strip().startswith(name)]
+    return line
+
+
+def test_max_attempts_one_gives_up_after_the_first_failure(state: StubState, run_job, ledger_path, capsys) -> None:
+    state.tasks = {7: {"image": "/data/local-files/?d=scenes/missing.png"}}
+    assert run_job("--max-attempts", "1") == EXIT_TASKS_FAILED
+    assert summary_line(capsys.readouterr().err, "failed") == "failed          1 (retried by the next run)"
+    assert run_job("--max-attempts", "1") == EXIT_TASKS_FAILED
+    err = capsys.readouterr().err
+    assert summary_line(err, "given up").startswith("given up        1 ")
+    assert summary_line(err, "failed").startswith("failed          0 ")
+    assert [row[4] for row in ledger_rows(ledger_path)] == [1]  # exactly at the limit: not tried again
+
+
+def test_limit_of_exactly_the_tasks_left_reaches_them_all(state: StubState, run_job, capsys) -> None:
+    assert run_job("--limit", "5") == EXIT_OK
+    assert summary_line(capsys.readouterr().err, "not reached") == "not reached     1"
+    assert run_job("--limit", "1") == EXIT_OK
+    err = capsys.readouterr().err
+    assert summary_line(err, "not reached") == "not reached     0"
+    assert summary_line(err, "already there").startswith("already there   5 ")
+    assert len(state.predictions) == len(state.tasks)
+
+
+def test_a_recovered_push_is_reported_as_such(state: StubState, run_job, ledger_path, capsys) -> None:
+    assert run_job("--tasks", "1-2") == EXIT_OK
+    with sqlite3.connect(ledger_path) as db:
+        db.execute("UPDATE tasks SET state = 'pending', prediction = NULL WHERE task = 1")
+    capsys.readouterr()
+    assert run_job("--tasks", "1-2") == EXIT_OK
+    err = capsys.readouterr().err
+    assert summary_line(err, "already there") == "already there   2 (of which 1 recovered from an interrupted run)"
+    assert summary_line(err, "pushed now").startswith("pushed now      0 ")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ml_backend.demo.backend import REPO_ROOT
 from ml_backend.preannotate.cli import EXIT_OK, EXIT_RESUMABLE
-from tests.e2e.backend import REPO_ROOT
 from tests.preannotate.stub_label_studio import TOKEN, StubState
 
 pytestmark = pytest.mark.e2e

@@ -312,7 +312,7 @@ def _entries(export: list[dict]) -> list[dict]:
 def main() -> None:
     # Run as a script: the repository root is not on the path yet.
     sys.path.insert(0, str(DATA.parents[2]))
-    from tests.e2e.label_studio import ensure_installed, running_label_studio
+    from ml_backend.demo.label_studio import ensure_installed, running_label_studio
 
     venv = DATA.parents[2] / ".venv-ls"
     ensure_installed(venv)

@@ -1,4 +1,5 @@
-"""Our ML backend as a real server, started exactly as the Docker image starts it: docker/entrypoint.sh."""
+"""Our ML backend as a real server (the demo, the end-to-end tests), started exactly as the Docker image starts it:
+docker/entrypoint.sh."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.processes import free_port, running_process, wait_until_healthy
+from ml_backend.demo.processes import free_port, running_process, wait_until_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO_ROOT / "docker" / "entrypoint.sh"
 HEALTHCHECK = REPO_ROOT / "docker" / "healthcheck.py"
 # Loading a model and building the first segmentor takes a few seconds on this CPU; a busy machine more.
 START_TIMEOUT_S = 180.0
-# Variables of the service that must come from the test, never from the environment pytest runs in.
+# Variables of the service that must come from the caller (demo or test), never from the surrounding environment.
 _SERVICE_PREFIXES = ("EMERDIFF_", "LABEL_STUDIO_", "BASIC_AUTH_", "GUNICORN_")
 _SERVICE_NAMES = (
     "HOST",
@@ -40,7 +41,7 @@ class BackendServer:
 
 
 def backend_environment(settings: Mapping[str, str], *, port: int) -> dict[str, str]:
-    """The process environment: pytest's, without any service variable, plus ``settings`` and the port."""
+    """The process environment: this one without any service variable, plus ``settings`` and the port."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -51,9 +52,11 @@ def backend_environment(settings: Mapping[str, str], *, port: int) -> dict[str, 
 
 
 @contextmanager
-def running_backend(settings: Mapping[str, str], *, log_path: Path) -> Iterator[BackendServer]:
-    """Run the entrypoint (gunicorn without control socket) on a free port until the block ends."""
-    port = free_port()
+def running_backend(
+    settings: Mapping[str, str], *, log_path: Path, port: int | None = None
+) -> Iterator[BackendServer]:
+    """Run the entrypoint (gunicorn without control socket) on ``port`` (else a free one) until the block ends."""
+    port = port or free_port()
     env = backend_environment(settings, port=port)
     command = ["bash", str(ENTRYPOINT), "--no-control-socket"]
     with running_process(command, env=env, cwd=REPO_ROOT, log_path=log_path) as process:

@@ -1,7 +1,7 @@
-"""A real Label Studio for the end-to-end tests: installed from PyPI into its own venv, run on 127.0.0.1.
+"""A real Label Studio for the demo and the end-to-end tests: installed from PyPI into its own venv, run on
+127.0.0.1.
 
-Follows the project's verified recipe (shared docs, labelstudio.md). Label Studio's pins
-differ from the backend's, so it never shares the project's ``.venv``.
+Label Studio's pins differ from the backend's, so it never shares the project's ``.venv``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from tests.e2e.processes import ServerStartError, free_port, log_tail, running_process, wait_until_healthy
+from ml_backend.demo.processes import ServerStartError, free_port, log_tail, running_process, wait_until_healthy
 
 LABEL_STUDIO_VERSION = "1.23.2"
 ADMIN_EMAIL = "admin@example.com"
@@ -116,11 +116,14 @@ def label_studio_environment(*, token: str, document_root: Path) -> dict[str, st
 
 
 @contextmanager
-def running_label_studio(venv: Path, *, work_dir: Path, document_root: Path) -> Iterator[LabelStudioServer]:
-    """Start Label Studio from ``venv`` on a free 127.0.0.1 port; stop it (by pid) when the block ends."""
+def running_label_studio(
+    venv: Path, *, work_dir: Path, document_root: Path, port: int | None = None, token: str | None = None,
+) -> Iterator[LabelStudioServer]:
+    """Start Label Studio from ``venv`` on 127.0.0.1 (``port``, else a free one); stop it (by pid) when the block
+    ends. Its data stays in ``work_dir``: started again there with the same ``token``, it is the same instance."""
     venv = venv.resolve()  # the server runs in work_dir
-    token = secrets.token_hex(20)
-    port = free_port()
+    token = token or secrets.token_hex(20)
+    port = port or free_port()
     data_dir = work_dir / "label-studio-data"
     log_path = work_dir / "label-studio.log"
     command = [

@@ -1,0 +1,174 @@
+"""Zero-shot labels through a real Label Studio 1.23.2: a project whose labels name colours gets correctly
+labelled regions on its very first task, with no annotation; then annotations change labels as the one rule
+says. The backend runs the bundled diffusion model and the bundled CLIP (EMERDIFF_CLIP_MODEL=bundled).
+
+Label values are deliberately not the words ("Rouge" is prompted "red"): the words come from
+``emerdiff-prompt``, which Label Studio must accept on ``<Label>`` and keep in the stored config.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from label_studio_sdk import LabelStudio
+
+from converters.labelstudio import region_to_mask
+from ml_backend.demo.backend import BackendServer, running_backend
+from ml_backend.demo.label_studio import LabelStudioServer
+from segmentor.toy.scenes import generate_scene
+from segmentor.zeroshot import BUNDLED_CLIP_DIR
+from tests.e2e.conftest import BACKEND_SETTINGS, TIMINGS
+from tests.e2e.workflow import Workflow
+from tests.labels.support import labels_by_segment, relabelled, segment_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,
+              pytest.mark.skipif(not (BUNDLED_CLIP_DIR / "config.json").is_file(), reason="bundled CLIP not trained")]
+
+CONTROL = "outline"
+# Ground-truth class id of the colour scenes -> label value; each value's word is its emerdiff-prompt.
+LABELS = {0: ("Fond", "background"), 1: ("Rouge", "red"), 2: ("Vert", "green"), 3: ("Bleu", "blue")}
+CLASS_OF = {value: class_id for class_id, (value, _) in LABELS.items()}
+CONFIG = ('<View><Image name="image" value="$image"/>'
+          f'<PolygonLabels name="{CONTROL}" toName="image">'
+          + "".join(f'<Label value="{value}" emerdiff-prompt="{word}"'
+                    + (' emerdiff-background="true"' if class_id == 0 else "") + "/>"
+                    for class_id, (value, word) in LABELS.items())
+          + "</PolygonLabels></View>")
+# Colour scenes holding one red, one green and one blue object each (found with segmentor.toy.scenes).
+SEEDS = (609, 619, 629)
+WEBHOOK_WAIT_S = 60.0
+# Share of pixels whose region carries their true class's label, over the three first tasks.
+MIN_PIXEL_AGREEMENT = 0.8
+
+
+@pytest.fixture(scope="module")
+def zero_shot_backend(label_studio: LabelStudioServer, model_reference: str,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """Our own backend with the bundled CLIP, so the session backend (zero-shot off) stays as it is."""
+    work_dir = tmp_path_factory.mktemp("zero-shot-backend")
+    settings = BACKEND_SETTINGS | {
+        "EMERDIFF_MODEL": model_reference,
+        "EMERDIFF_CLIP_MODEL": "bundled",
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "CACHE_DIR": str(work_dir / "cache"),
+        "DATA_DIR": str(work_dir / "data"),
+    }
+    with running_backend(settings, log_path=work_dir / "backend.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """File name -> ground-truth class map, the images written beside."""
+    folder = tmp_path_factory.mktemp("zero-shot-scenes")
+    truth = {}
+    for seed in SEEDS:
+        scene = generate_scene(seed, 64, classes="colour")
+        cv2.imwrite(str(folder / f"zs_{seed}.png"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+        truth[f"zs_{seed}.png"] = scene.class_map
+    return {str(folder / name): gt for name, gt in truth.items()}
+
+
+def _true_label(region: dict, gt: np.ndarray) -> str:
+    return LABELS[int(np.bincount(gt[region_to_mask(region)].ravel(), minlength=4).argmax())][0]
+
+
+def _pixel_agreement(predictions: dict[int, dict], truth: dict[int, np.ndarray]) -> float:
+    right = total = 0
+    for task_id, prediction in predictions.items():
+        gt = truth[task_id]
+        for region in prediction["result"]:
+            mask = region_to_mask(region)
+            label = region["value"]["polygonlabels"][0]
+            right += int((gt[mask] == CLASS_OF[label]).sum())
+            total += int(mask.sum())
+    return right / max(total, 1)
+
+
+class Project:
+    def __init__(self, client: LabelStudio, workflow: Workflow, backend: BackendServer, paths: list[Path]) -> None:
+        self.client, self.workflow, self.backend = client, workflow, backend
+        self.id = client.projects.create(title="EmerDiff zero-shot", label_config=CONFIG).id
+        assert workflow.upload_images(self.id, paths) == len(paths)
+        self.ml_id = client.ml.create(project=self.id, url=backend.url, title="EmerDiff zero-shot").id
+        self.tasks = sorted(task.id for task in client.tasks.list(project=self.id))
+
+    def backend_version(self) -> str:
+        response = requests.post(f"{self.backend.url}/setup", json={"project": f"{self.id}.0", "schema": CONFIG},
+                                 timeout=10)
+        response.raise_for_status()
+        return response.json()["model_version"]
+
+    def wait_for_version(self, done: Callable[[str], bool]) -> None:
+        deadline = time.monotonic() + WEBHOOK_WAIT_S
+        while not done(self.backend_version()):
+            assert time.monotonic() < deadline, "the webhooks never brought the backend's model version there"
+            time.sleep(0.5)
+
+    def predictions(self) -> dict[int, dict]:
+        self.workflow.retrieve_predictions(self.id)
+        version = self.client.ml.get(id=self.ml_id).model_version
+        found = {}
+        for task_id in self.tasks:
+            current = [p for p in self.client.predictions.list(task=task_id) if p.model_version == version]
+            assert len(current) == 1, f"task {task_id}: {len(current)} predictions of {version}"
+            found[task_id] = {"result": current[0].result, "model_version": version}
+        return found
+
+
+def test_label_studio_keeps_emerdiff_attributes_on_labels(ls_client: LabelStudio) -> None:
+    project = ls_client.projects.create(title="EmerDiff zero-shot config", label_config=CONFIG)
+    stored = ElementTree.fromstring(ls_client.projects.get(id=project.id).label_config)
+    sent = ElementTree.fromstring(CONFIG)
+    assert [label.attrib for label in stored.iter("Label")] == [label.attrib for label in sent.iter("Label")]
+    ls_client.projects.delete(id=project.id)
+
+
+def test_first_task_labelled_from_label_names_then_the_one_rule(
+        ls_client: LabelStudio, label_studio: LabelStudioServer, zero_shot_backend: BackendServer,
+        scenes: dict[str, np.ndarray]) -> None:
+    started = time.monotonic()
+    workflow = Workflow(ls_client, label_studio.url, label_studio.token)
+    paths = [Path(path) for path in scenes]
+    project = Project(ls_client, workflow, zero_shot_backend, paths)
+    truth = {}
+    for task_id in project.tasks:
+        image = ls_client.tasks.get(id=task_id).data["image"]
+        (path,) = [p for p in scenes if Path(p).name.split(".")[0] in image]
+        truth[task_id] = scenes[path]
+
+    # Zero annotations: every region labelled from the label names, mostly right, with its probability.
+    first = project.predictions()
+    assert _pixel_agreement(first, truth) >= MIN_PIXEL_AGREEMENT
+    for task_id, prediction in first.items():
+        labels = labels_by_segment(prediction)
+        assert set(labels.values()) <= {value for value, _ in LABELS.values()}
+        for region in prediction["result"]:
+            assert 0.0 <= region["score"] <= 1.0
+        objects = {_true_label(region, truth[task_id]) for region in prediction["result"]} - {"Fond"}
+        assert objects <= set(labels.values()), f"task {task_id}: an object class has no region with its label"
+
+    # An annotator swaps red and green on the first task: both labels now have examples, so the learnt
+    # labels override zero-shot there; blue and background have none, so zero-shot keeps them (the one rule).
+    task_id = project.tasks[0]
+    by_label = {label: segment for segment, label in labels_by_segment(first[task_id]).items()}
+    red, green = by_label["Rouge"], by_label["Vert"]
+    before = project.backend_version()
+    ls_client.annotations.create(id=task_id, result=relabelled(first[task_id], {red: "Vert", green: "Rouge"}))
+    project.wait_for_version(lambda version: version != before)
+    taught = project.predictions()
+    labels = labels_by_segment(taught[task_id])
+    assert labels[red] == "Vert" and labels[green] == "Rouge"
+    for segment, label in labels_by_segment(first[task_id]).items():
+        if label in ("Bleu", "Fond"):
+            assert labels[segment] == label, f"segment {segment}: zero-shot's {label} (no examples) was overridden"
+    assert [segment_of(r) for r in taught[task_id]["result"]] == [segment_of(r) for r in first[task_id]["result"]]
+    TIMINGS["zero-shot e2e"] = time.monotonic() - started
