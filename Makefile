@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint venv break
 
 venv: $(STAMP)
 
@@ -24,3 +24,9 @@ lint: $(STAMP)
 # CLI subprocesses) on 2 cores, where spinning OpenMP threads made segmentations 10-40x slower.
 test: lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest
+	$(MAKE) break
+
+# Every fault recorded in tests/faults/*.py, put in one at a time on a copy of the tree: each must make its
+# named tests fail (docs/DEVELOPMENT.md, "Break by hand"). Two at a time, in two copies.
+break: $(STAMP)
+	$(PY) tests/break_by_hand.py --jobs 2

@@ -15,8 +15,8 @@ covers ``[c, c+1] x [r, r+1]``.
   :mod:`converters.images` — unique relative file names, image files and sizes.
 - :mod:`converters.coco2ls` — ``coco_to_label_studio_tasks``; :mod:`converters.evaluate` — COCOeval.
 - :mod:`converters.ls2yolo` — ``label_studio_export_to_yolo`` → ``YoloExport`` (YOLO segmentation labels).
-- :mod:`converters.brush` — Label Studio's brush RLE: ``mask_to_rle`` (byte-identical to the SDK's
-  ``mask2rle``, vectorised) and ``decode_rle`` (bounded work on untrusted data);
+- :mod:`converters.brush` — Label Studio's brush RLE: ``mask_to_rle`` / ``binary_mask_to_rle``
+  (byte-identical to the SDK's ``mask2rle``, vectorised) and ``decode_rle`` (bounded work on untrusted data);
   :mod:`converters.values` — checks of untrusted JSON numbers and ids.
 - :mod:`converters.overlay` — ``overlay_image`` (tinted, outlined segments) and ``write_png``.
 - ``python -m converters ls2coco|evaluate|coco2ls|ls2yolo`` (see :mod:`converters.__main__`);

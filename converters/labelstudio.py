@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.brush import BrushRleError, decode_rle, mask_to_rle, max_rle_bytes, read_header
+from converters.brush import BrushRleError, binary_mask_to_rle, decode_rle, max_rle_bytes, read_header
 from converters.label_config import ControlTag, LabelConfigError, parse_label_config
 from converters.polygons import (
     DEFAULT_MAX_VERTICES,
@@ -105,7 +105,7 @@ def brush_region(
             f"region {region_id!r}: brush mask must be a non-empty 2-D array, got {mask.shape}"
         )
     height, width = mask.shape
-    rle = mask_to_rle(np.where(mask != 0, 255, 0).astype(np.uint8))
+    rle = binary_mask_to_rle(mask)
     value = {"format": "rle", "rle": rle, BRUSH: [label]}
     return _region(region_id, BRUSH, value, width, height, from_name, to_name, score)
 

@@ -35,6 +35,13 @@ class ImageFetchError(TaskError):
         self.status = status  # the HTTP status when the server answered with an error
 
 
+class UntrustedCertificateError(ImageFetchError):
+    """An HTTPS server's certificate is not signed by a trusted authority (or names another host):
+    CA_BUNDLE (or REQUESTS_CA_BUNDLE / SSL_CERT_FILE) must name the authority of a private CA."""
+
+    reason = "tls_certificate"
+
+
 class ImageTooLargeError(TaskError):
     """The image file exceeds MAX_IMAGE_BYTES."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextvars import ContextVar
@@ -22,6 +23,8 @@ from typing import TypeVar
 
 import httpcore
 import httpx
+
+from ml_backend.core.tls import ca_bundle_from_env, ssl_context
 
 T = TypeVar("T")
 
@@ -70,10 +73,12 @@ def api_key_from(args: argparse.Namespace) -> str | None:
     return args.api_key or os.environ.get(API_KEY_VARIABLE) or None
 
 
-def deadline_client(seconds: float) -> httpx.Client:
+def deadline_client(seconds: float, ca_bundle: Path | None = None) -> httpx.Client:
     """An httpx client (for ``label_studio_sdk.LabelStudio(httpx_client=...)``): each request ends within
-    ``seconds`` (``httpx.TimeoutException`` otherwise), redirects are not followed, no environment proxy."""
-    return httpx.Client(transport=_DeadlineTransport(seconds), timeout=seconds, follow_redirects=False)
+    ``seconds`` (``httpx.TimeoutException`` otherwise), redirects are not followed, no environment proxy.
+    HTTPS trusts ``ca_bundle``, else CA_BUNDLE / REQUESTS_CA_BUNDLE / SSL_CERT_FILE (``ml_backend.core.tls``)."""
+    verify = ssl_context(ca_bundle if ca_bundle is not None else ca_bundle_from_env())
+    return httpx.Client(transport=_DeadlineTransport(seconds, verify), timeout=seconds, follow_redirects=False)
 
 
 class EndlessListingError(RuntimeError):
@@ -116,8 +121,8 @@ def short_body(body: object, limit: int = 300) -> str:
 
 
 class _DeadlineTransport(httpx.HTTPTransport):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(trust_env=False)
+    def __init__(self, seconds: float, verify: ssl.SSLContext) -> None:
+        super().__init__(trust_env=False, verify=verify)
         self.seconds = seconds
         # httpx's transport has no hook for httpcore's network backend (httpcore's pool takes one): the
         # one private attribute touched here; tests/preannotate's trickling server fails if it moves.

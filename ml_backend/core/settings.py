@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from converters.polygons import DEFAULT_MAX_VERTICES, DEFAULT_TOLERANCE
 from ml_backend.core.errors import TaskError
+from ml_backend.core.tls import ca_bundle_from_env
 from ml_backend.core.urls import http_origin
 from segmentor.config import DEFAULT_PRESET, PRESETS, EmerDiffConfig
 from segmentor.loading import DEFAULT_MODEL
@@ -211,7 +212,7 @@ class Settings:
             background_queue_size=env.integer("BACKGROUND_QUEUE_SIZE", defaults.background_queue_size, 1, None),
             learning_queue_size=env.integer("LEARNING_QUEUE_SIZE", defaults.learning_queue_size, 1, None),
             max_smart_prompts=env.integer("MAX_SMART_PROMPTS", defaults.max_smart_prompts, 1, None),
-            ca_bundle=_ca_bundle(env),
+            ca_bundle=_ca_bundle(environ if environ is not None else os.environ),
             max_segmentations_per_task=env.integer(
                 "MAX_SEGMENTATIONS_PER_TASK", defaults.max_segmentations_per_task, 1, 16
             ),
@@ -367,21 +368,12 @@ def _host_patterns(value: str) -> tuple[str, ...]:
     return patterns
 
 
-def _ca_bundle(env: _Env) -> Path | None:
-    """CA_BUNDLE, else the standard REQUESTS_CA_BUNDLE / SSL_CERT_FILE (downloads ignore the rest of the
-    environment: its proxies and .netrc would bypass the address policy); each must exist."""
-    for name in ("CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-        bundle = env.parsed(name, None, _existing_path)
-        if bundle is not None:
-            return bundle
-    return None
-
-
-def _existing_path(value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise ValueError("no such file or folder")
-    return path
+def _ca_bundle(environ: Mapping[str, str]) -> Path | None:
+    """CA_BUNDLE, else the standard REQUESTS_CA_BUNDLE / SSL_CERT_FILE (ml_backend.core.tls)."""
+    try:
+        return ca_bundle_from_env(environ)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _cache_dir(value: str) -> Path | None:

@@ -7,6 +7,8 @@
   connected is checked again before a byte is sent, so a DNS answer that changes in between (DNS
   rebinding) cannot slip through. Proxies from the environment are ignored: through a proxy the
   connected peer would be the proxy.
+- **Trusted authorities.** HTTPS verifies certificates against CA_BUNDLE (``ml_backend.core.tls``); a
+  certificate no trusted authority signed is an :class:`UntrustedCertificateError` that says so.
 - **A deadline.** FETCH_TIMEOUT bounds the whole download (every hop, a retry after 401, headers and
   body): a watchdog shuts the sockets of a download down when its budget runs out, which also ends a
   read blocked on a body trickled byte by byte.
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
@@ -27,7 +31,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from ml_backend.core.errors import BlockedAddressError, ImageFetchError, ImageTooLargeError
+from ml_backend.core.errors import BlockedAddressError, ImageFetchError, ImageTooLargeError, UntrustedCertificateError
+from ml_backend.core.tls import requests_verify
 from ml_backend.core.urls import display_url
 
 # Each hop's headers, given its URL and the URL that redirected to it (None for the first hop).
@@ -158,10 +163,12 @@ class _PeerCheckedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
 
-def checked_session(peer_check: PeerCheck) -> requests.Session:
-    """A requests session whose every connection passes ``peer_check``; no environment proxies or netrc."""
+def checked_session(peer_check: PeerCheck, ca_bundle: Path | None = None) -> requests.Session:
+    """A requests session whose every connection passes ``peer_check``; no environment proxies or netrc;
+    HTTPS trusts ``ca_bundle`` (None: certifi's public authorities)."""
     session = requests.Session()
     session.trust_env = False
+    session.verify = requests_verify(ca_bundle)
     adapter = _PeerCheckedAdapter(peer_check)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -206,6 +213,14 @@ class Downloader:
                             f"{display_url(url)}: HTTP {response.status_code} {response.reason}",
                             status=response.status_code,
                         )
+                    if "X-Accel-Redirect" in response.headers:
+                        # Label Studio (USE_NGINX_FOR_UPLOADS, its default) hands cloud-backed uploads to
+                        # its nginx with this header and an empty body: reached past the nginx, no image.
+                        raise ImageFetchError(
+                            f"{display_url(url)}: Label Studio answered with X-Accel-Redirect, meant for its "
+                            "nginx: point LABEL_STUDIO_URL at the nginx in front of Label Studio (its Docker "
+                            "image serves through one), or set USE_NGINX_FOR_UPLOADS=false in Label Studio"
+                        )
                     return self._read(response, url)
             raise ImageFetchError(f"{display_url(url)}: more than {MAX_REDIRECTS} redirects")
 
@@ -220,6 +235,12 @@ class Downloader:
             return self.session.request(
                 method, url, allow_redirects=False, timeout=(remaining, remaining), **kwargs
             )
+        except requests.exceptions.SSLError as error:
+            self._remaining(url)
+            raise UntrustedCertificateError(
+                f"{display_url(url)}: TLS verification failed ({_ssl_reason(error)}); if the server uses a "
+                "private certificate authority, set CA_BUNDLE to its PEM bundle"
+            ) from error
         except requests.RequestException as error:
             if isinstance(error, requests.Timeout):  # the timeouts given are what was left of the budget
                 raise ImageFetchError(
@@ -258,6 +279,22 @@ class Downloader:
         # A body ended by the watchdog's shutdown can look complete when it had no Content-Length.
         self._remaining(url)
         return b"".join(chunks)
+
+
+def _ssl_reason(error: requests.exceptions.SSLError) -> str:
+    """OpenSSL's reason (e.g. "certificate verify failed: unable to get local issuer certificate"),
+    found down the chain requests and urllib3 wrap it in."""
+    cause: object = error
+    for _ in range(8):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return cause.reason or str(cause)
+        if not isinstance(cause, BaseException):
+            break
+        wrapped = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = cause.__cause__ or getattr(cause, "reason", None) or wrapped or cause.__context__
+    return str(error)[:200]
 
 
 def _describe(error: requests.RequestException) -> str:

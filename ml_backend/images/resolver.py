@@ -6,6 +6,10 @@ Sources, by the shape of the reference:
   stay inside the root, symlinks included), else downloaded from Label Studio like an upload;
 - other relative URLs (``/data/upload/...``, ``/storage-data/...``) and absolute URLs on Label
   Studio's origin — downloaded from LABEL_STUDIO_URL with its credentials;
+- ``<HOSTNAME>/storage-data/uploaded/?filepath=upload/...`` — uploads on cloud-backed storage, which Label
+  Studio writes with its public HOSTNAME (often not the address the backend reaches it at): read from
+  LABEL_STUDIO_URL at the same path, as label-studio-sdk does; the host named in the URL is never
+  contacted, so the credentials still go to LABEL_STUDIO_URL only;
 - ``s3://``, ``gs://``, ``azure-blob://``, ``azure-spi://`` — presigned by Label Studio
   (``GET /tasks/<task id>/presign/?fileuri=<base64url of the URI>``), which redirects to the storage;
 - other ``http(s)://`` URLs — any host (or only those in ALLOWED_IMAGE_HOSTS when it is set), never
@@ -33,6 +37,8 @@ from ml_backend.images.fetch import Downloader, address_check, checked_session
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 LOCAL_FILES_PATH = "/data/local-files"
+# Label Studio's proxy for uploads on its default (cloud) storage: core/storage.py StorageProxyMixin.
+STORAGE_DATA_PATH = "/storage-data/uploaded/"
 
 
 class ImageResolver:
@@ -45,13 +51,15 @@ class ImageResolver:
         )
         exempt = [(self._label_studio.host, self._label_studio.port)] if self._label_studio else []
         session = checked_session(
-            address_check(allow_private=settings.allow_private_image_addresses, exempt=exempt)
+            address_check(allow_private=settings.allow_private_image_addresses, exempt=exempt),
+            settings.ca_bundle,
         )
         self.downloader = Downloader(
             session, max_bytes=settings.max_image_bytes, timeout=settings.fetch_timeout
         )
         self.credentials = LabelStudioCredentials(
-            settings.label_studio_api_key, settings.label_studio_url, self.downloader
+            settings.label_studio_api_key, settings.label_studio_url,
+            timeout=settings.fetch_timeout, ca_bundle=settings.ca_bundle,
         )
 
     def read(self, reference: str, task_id: object = None) -> bytes:
@@ -70,6 +78,9 @@ class ImageResolver:
                 if http_origin(reference) == self._label_studio:
                     relative = urlsplit(reference)._replace(scheme="", netloc="").geturl()
                     return self._read_label_studio(relative, absolute=reference)
+                if _is_storage_data_upload(reference):
+                    relative = urlsplit(reference)._replace(scheme="", netloc="").geturl()
+                    return self._download(self._label_studio_url(relative))
                 return self._download(reference)
         raise ImageSourceError(
             f"image reference {reference[:200]!r} is not supported: use an http(s) URL, a Label Studio URL "
@@ -154,3 +165,10 @@ class ImageResolver:
             raise ImageFetchError(
                 f"local file {requested[:200]!r} cannot be read ({error.strerror})"
             ) from error
+
+
+def _is_storage_data_upload(url: str) -> bool:
+    """Whether ``url`` is Label Studio's proxy URL of an upload (path and ``filepath=upload/...``)."""
+    parts = urlsplit(url)
+    filepaths = parse_qs(parts.query).get("filepath") or [""]
+    return parts.path == STORAGE_DATA_PATH and filepaths[-1].startswith("upload/")

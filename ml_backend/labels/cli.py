@@ -16,7 +16,7 @@ import sys
 from ml_backend.core.label_studio_client import add_label_studio_options, api_key_from, id_argument
 from ml_backend.core.settings import Settings, SettingsError
 from ml_backend.labels.learning import LearningError
-from ml_backend.labels.memory import FILE_NAME, LabelMemory
+from ml_backend.labels.memory import FILE_NAME, LabelMemory, MemoryBusyError
 
 # 0 every annotation learnt, 1 some failed, 2 nothing could start, 75 Label Studio failed mid-way: run again.
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_RESUMABLE = 0, 1, 2, 75
@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
                           "examples_per_label": memory.counts(args.project)}, indent=2))
         return EXIT_OK
     if args.memory_action == "clear":
-        print(f"forgot {memory.clear(args.project)} annotations of project {args.project}", file=sys.stderr)
+        try:
+            forgotten = memory.clear(args.project)
+        except MemoryBusyError as error:  # the service (or another tool) is writing right now
+            print(f"error: {error}; try again", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"forgot {forgotten} annotations of project {args.project}", file=sys.stderr)
         return EXIT_OK
     try:
         api_key = api_key_from(args)

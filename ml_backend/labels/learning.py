@@ -265,6 +265,8 @@ class LabelLearning:
                     return apply(now)
                 except _NotCachedError:
                     pass  # an image to download and segment: not on a request thread
+                except MemoryUnavailableError as error:  # Label Studio would not resend it: the learner retries
+                    logger.warning("%s: %s; queued for the background learner, which retries", what, error)
             number = next(self._job_numbers)
             if not self.jobs.submit(number, lambda: self._run_job(what, apply, later)):
                 message = (f"{what}: the learning queue is full (LEARNING_QUEUE_SIZE={self.jobs.capacity}); "

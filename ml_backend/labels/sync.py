@@ -47,7 +47,8 @@ def prepare_rebuild(settings: Settings, learning: LabelLearning | None, segment:
                                "and LABEL_STUDIO_API_KEY")
     # One deadline per request, no redirects followed (see core.label_studio_client).
     client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key,
-                         timeout=settings.fetch_timeout, httpx_client=deadline_client(settings.fetch_timeout))
+                         timeout=settings.fetch_timeout,
+                         httpx_client=deadline_client(settings.fetch_timeout, settings.ca_bundle))
     label_config = project_label_config(client, settings, project)
     try:
         config = ProjectConfig.parse(label_config, settings)
@@ -125,8 +126,9 @@ class LabelStudioProjects:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        timeout = min(settings.fetch_timeout, CONFIG_TIMEOUT_S)
         self._client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key,
-                                   timeout=min(settings.fetch_timeout, CONFIG_TIMEOUT_S))
+                                   timeout=timeout, httpx_client=deadline_client(timeout, settings.ca_bundle))
         self._configs: OrderedDict[int, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
 

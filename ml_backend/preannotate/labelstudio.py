@@ -81,7 +81,8 @@ class LabelStudioApi:
                                   httpx_client=deadline_client(timeout))
 
     def label_config(self, project: int) -> str:
-        found = _fields(self._call(f"project {project}", lambda: self.client.projects.get(id=project)))
+        found = self._fields(self._call(f"project {project}", lambda: self.client.projects.get(id=project)),
+                             f"project {project}")
         if not isinstance(found.get("label_config"), str):
             raise LabelStudioError(f"Label Studio at {self.url} answered project {project} without a label config: "
                                    f"{short_body(found, 120)}")
@@ -147,7 +148,7 @@ class LabelStudioApi:
             except (httpx.TransportError, ApiError) as error:
                 self._retry_or_raise(what, error, delay)
                 continue
-            fields = _fields(created)
+            fields = self._fields(created, what)
             if fields.get("task") != task or fields.get("model_version") != version:
                 raise LabelStudioError(
                     f"Label Studio at {self.url} answered the {what} with something other than the prediction "
@@ -220,7 +221,7 @@ class LabelStudioApi:
         return found
 
     def _record(self, task: object, model_version: str, what: str) -> TaskRecord:
-        fields = _fields(task)
+        fields = self._fields(task, what)
         task_id = self._id(fields.get("id"), "a task id", what)
         data = fields.get("data")
         if data is None:
@@ -236,10 +237,21 @@ class LabelStudioApi:
         ids = []
         for prediction in predictions:
             # The SDK's task model declares no prediction ``id``: it arrives as an extra field.
-            fields = _fields(prediction)
+            fields = self._fields(prediction, what)
             if fields.get("model_version") == model_version and fields.get("id") is not None:
                 ids.append(self._id(fields["id"], "a prediction id", what))
         return tuple(sorted(ids))
+
+    def _fields(self, found: object, what: str) -> dict:
+        """An SDK model or a dict as a dict (the SDK builds its models from any JSON without checking it)."""
+        if isinstance(found, dict):
+            return found
+        dump = getattr(found, "model_dump", None)
+        fields = dump(warnings=False) if callable(dump) else None  # the checks of the callers say what is wrong
+        if not isinstance(fields, dict):
+            raise LabelStudioError(f"Label Studio at {self.url} answered {what} with {type(found).__name__} where "
+                                   f"an object belongs: {short_body(found, 120)}")
+        return fields
 
     def _id(self, value: object, name: str, what: str) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID:
@@ -247,14 +259,3 @@ class LabelStudioApi:
         raise LabelStudioError(f"Label Studio at {self.url} answered {what} with {name} {value!r:.60}, "
                                f"not an integer from 1 to {MAX_ID}")
 
-
-def _fields(found: object) -> dict:
-    """An SDK model or a dict as a dict (the SDK builds its models from any JSON without checking it)."""
-    if isinstance(found, dict):
-        return found
-    dump = getattr(found, "model_dump", None)
-    fields = dump(warnings=False) if callable(dump) else None  # the checks below say what is wrong
-    if not isinstance(fields, dict):
-        raise LabelStudioError(f"Label Studio answered {type(found).__name__} where an object belongs: "
-                               f"{short_body(found, 120)}")
-    return fields

@@ -149,7 +149,10 @@ class SegmentationCache:
         }
         try:
             label_path.parent.mkdir(parents=True, exist_ok=True)
-            # Arrays first: the entry exists once its .json is in place.
+            # An old record goes first: a rewrite killed between the two moves below would otherwise pair
+            # it with the new arrays, an entry that reads as corrupt. Arrays next: the entry exists once
+            # its .json is in place.
+            scores_path.unlink(missing_ok=True)
             _write_atomic(label_path, arrays)
             _write_atomic(scores_path, json.dumps(record).encode())
         except OSError as error:

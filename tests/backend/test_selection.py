@@ -104,7 +104,7 @@ def test_a_full_background_queue_leaves_tasks_for_a_later_request(
     assert all("background queue full" in entry["error"] for entry in entries[1:])
     assert runtime.background.wait_idle(WAIT)
     # The next request queues the next one: repeats complete the selection.
-    assert ["segmentation queued" in entry["error"] for entry in predict(app, tasks[1:])][0]
+    assert "segmentation queued" in predict(app, tasks[1:])[0]["error"]
 
 
 def test_a_click_on_a_predicted_task_downloads_nothing(

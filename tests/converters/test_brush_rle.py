@@ -12,7 +12,15 @@ from label_studio_sdk.converter.brush import decode_rle as sdk_decode_rle
 from label_studio_sdk.converter.brush import encode_rle as sdk_encode_rle
 from label_studio_sdk.converter.brush import mask2rle
 
-from converters.brush import BrushRleError, decode_rle, encode_rle, mask_to_rle, max_rle_bytes, read_header
+from converters.brush import (
+    BrushRleError,
+    binary_mask_to_rle,
+    decode_rle,
+    encode_rle,
+    mask_to_rle,
+    max_rle_bytes,
+    read_header,
+)
 
 # Run lengths around every boundary of the format: 1 (a literal), 8 / 9, 16 / 17, 256 / 257 (field sizes 3, 4,
 # 8, 16 bits) and 65,536 / 65,537 (one 16-bit chunk, then a second).
@@ -56,16 +64,24 @@ def masks(draw: st.DrawFn) -> np.ndarray:
 @example(np.zeros((128, 128), np.uint8))  # one run of 65,536 values: exactly one chunk
 @example(np.full((129, 128), 255, np.uint8))  # past one chunk
 @example(np.zeros((1, 16385), np.uint8))  # 65,540 values: a chunk and a short remainder in a 16-bit field
+@example(np.full((2, 32), 255, np.uint8))  # one run of 256 values: the 8-bit field's longest
 @example(np.zeros((3, 5), np.uint8))  # 60 values: the bits end on a byte boundary, the SDK pads a zero byte
 def test_mask_encoder_is_byte_identical_to_the_sdk(mask: np.ndarray) -> None:
     ours = mask_to_rle(mask)
     assert ours == mask2rle(mask)
     assert all(type(byte) is int for byte in ours)
+    # brush_region's path: any non-zero pixel painted 255, from a bool or an integer mask.
+    painted = mask2rle(np.where(mask != 0, 255, 0).astype(np.uint8))
+    assert binary_mask_to_rle(mask) == binary_mask_to_rle(mask != 0) == painted
     assert np.array_equal(decode_rle(ours, expected_values=mask.size * 4), np.repeat(mask.ravel(), 4))
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(run_arrays())
+@example(np.zeros(256, np.uint8))  # the longest run of the 8-bit field
+@example(np.zeros(257, np.uint8))
+@example(np.full(16, 7, np.uint8))
+@example(np.full(17, 7, np.uint8))
 def test_value_encoder_is_byte_identical_to_the_sdk_across_run_boundaries(values: np.ndarray) -> None:
     ours = encode_rle(values)
     assert ours == sdk_encode_rle(values)

@@ -43,7 +43,10 @@ FAULTS = [
     ),
     fault(
         "the encoder puts runs of exactly 256 values in the 16-bit field",
-        [(BRUSH, "    chunks = np.where(lengths > 256,", "    chunks = np.where(lengths >= 256,")],
+        [(BRUSH, "[length == 1, length <= 8, length <= 16, length <= 256],",
+          "[length == 1, length <= 8, length <= 16, length < 256],"),
+         (BRUSH, "np.select([length <= 8, length <= 16, length <= 256], [14, 15, 19], 27)",
+          "np.select([length <= 8, length <= 16, length < 256], [14, 15, 19], 27)")],
         [f"{RLE_TESTS}::test_value_encoder_is_byte_identical_to_the_sdk_across_run_boundaries"],
     ),
     fault(
@@ -55,6 +58,12 @@ FAULTS = [
     fault(
         "the encoder splits a run of exactly 65,536 values into two chunks",
         [(BRUSH, "(lengths - 1) // _CHUNK + 1, 1)", "lengths // _CHUNK + 1, 1)")],
+        [f"{RLE_TESTS}::test_mask_encoder_is_byte_identical_to_the_sdk"],
+    ),
+    fault(
+        "brush_region's encoder writes the pixel count, not the RGBA value count, in the header",
+        [(BRUSH, "    return _encode_runs(values * np.uint8(255), lengths * 4, mask.size * 4)",
+          "    return _encode_runs(values * np.uint8(255), lengths * 4, mask.size)")],
         [f"{RLE_TESTS}::test_mask_encoder_is_byte_identical_to_the_sdk"],
     ),
     fault(

@@ -186,3 +186,12 @@ def test_the_merge_tree_of_stripes_joins_only_neighbouring_stripes() -> None:
         groups = [tree.leaves(int(node)) for node in merge]
         joined = sorted(groups[0] + groups[1])
         assert joined == list(range(joined[0], joined[-1] + 1)), f"merge {merge} joins stripes that do not touch"
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_one_pixel_line_between_two_segments_keeps_them_apart(axis: int) -> None:
+    # 0 (5 lines) | 1 (one line) | 2 (5 lines), as rows (axis 0) or columns (axis 1): 0 and 2 never touch.
+    lines = np.repeat(np.arange(3, dtype=np.int32), [5, 1, 5])
+    label_map = np.repeat(lines[:, None], 8, axis=1) if axis == 0 else np.repeat(lines[None, :], 8, axis=0)
+    pairs = {(int(a), int(b)) for a, b in zip(*np.nonzero(adjacency(label_map, 3)), strict=True) if a < b}
+    assert pairs == {(0, 1), (1, 2)}

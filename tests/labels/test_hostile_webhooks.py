@@ -175,18 +175,34 @@ def test_a_memory_deleted_while_running_is_made_again(client: FlaskClient, taugh
     assert labels[taught["red"]] == "Red" and labels[taught["blue"]] == "Blue"
 
 
-def test_a_memory_locked_by_another_process_answers_503_at_once(client: FlaskClient, taught: dict) -> None:
+def test_a_memory_replaced_by_garbage_names_the_file_and_the_way_out(client: FlaskClient, taught: dict) -> None:
     path = client.application.extensions["emerdiff"].learning.memory.path
+    path.write_bytes(b"not a database" * 100)
+    response = client.post("/webhook", json=taught["body"])
+    assert response.status_code == 503, response.json
+    assert str(path) in response.json["error"] and "delete the file" in response.json["error"]
+    assert predict(client, [SECOND])  # predictions still answer (without learnt labels)
+    path.unlink()
+    assert client.post("/webhook", json=taught["body"]).status_code == 201
+
+
+def test_a_memory_locked_by_another_process_is_retried_in_the_background(client: FlaskClient, taught: dict) -> None:
+    """The request waits BUSY_TIMEOUT_S at most (not 30 s, then a 500); Label Studio does not resend a
+    webhook, so the annotation is queued and the background learner retries it until the lock is free."""
+    path = client.application.extensions["emerdiff"].learning.memory.path
+    swapped = annotation_event("ANNOTATION_UPDATED", 11, FIRST,
+                               relabelled(taught["prediction"], {taught["red"]: "Green"}))
     holder = sqlite3.connect(path, isolation_level=None, timeout=0)
     holder.execute("BEGIN IMMEDIATE")  # another process's writer, stuck
     try:
-        response = client.post("/webhook", json=taught["body"])
-        assert response.status_code == 503, response.json
-        assert response.headers["Retry-After"] and "locked by another process" in response.json["error"]
+        response = client.post("/webhook", json=swapped)
+        assert response.status_code == 202, response.json
+        assert response.json["status"] == "queued"
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert client.post("/webhook", json=taught["body"]).status_code == 201
+    learnt(client)
+    assert set(memory_rows(client)) == {"Green"}
 
 
 # --- the background learner (item 1) ---------------------------------------------------------------------

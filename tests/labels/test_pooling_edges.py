@@ -76,7 +76,7 @@ def test_an_example_from_a_wide_image_pools_the_cells_its_region_covers() -> Non
     np.testing.assert_allclose(example.embedding, [0.5, 3.0])
     assert example.area == 10 * HEIGHT or example.area == 11 * HEIGHT  # the rasterised 25 % of 40 columns
     brush = brush_region(np.pad(np.ones((10, 10), bool), ((10, 0), (0, 30))), label="Cat", from_name="label",
-                         to_name="image")
+                         to_name="image", region_id="b")
     [example] = examples_from_regions([brush], GRID, {"label": ["Cat"]}, (HEIGHT, WIDTH))
     np.testing.assert_allclose(example.embedding, [1.0, 0.0])
     assert example.area == 100
@@ -104,7 +104,8 @@ def test_a_confidence_just_under_the_threshold_keeps_the_default() -> None:
     query = {0: np.array([1.0, 0.05], np.float32)}
     [guess] = classifier.predict(np.stack(list(query.values())))
     at = label_segments(classifier, query, ["Cat", "Dog"], "Other", threshold=guess.confidence)
-    above = label_segments(classifier, query, ["Cat", "Dog"], "Other", threshold=float(np.nextafter(guess.confidence, 2)))
+    just_above = float(np.nextafter(guess.confidence, 2))
+    above = label_segments(classifier, query, ["Cat", "Dog"], "Other", threshold=just_above)
     assert (at[0].label, above[0].label) == ("Cat", "Other")
     assert at[0].confidence == above[0].confidence == guess.confidence
 
@@ -118,6 +119,5 @@ def test_same_label_segments_touching_along_a_straight_border_merge_and_corners_
     merged, members = merge_same_label(label_map.astype(np.int32), {0: "Cat", 1: "Dog", 2: "Cat", 3: "Dog"})
     assert members == {0: [0, 2], 1: [1, 3]}
     merged, members = merge_same_label(label_map.astype(np.int32), {0: "Cat", 1: "Dog", 2: "Dog", 3: "Cat"})
-    assert members == {0: [0], 1: [1, 2], 3: [3]} or members == {0: [0], 1: [1], 2: [2], 3: [3]}
-    assert sorted(members) == [0, 1, 2, 3]  # 1 and 2 meet only at the corner too: nothing merges
+    assert members == {0: [0], 1: [1], 2: [2], 3: [3]}  # 1 and 2 meet only at the corner too: nothing merges
     assert (merged == label_map).all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -176,3 +177,22 @@ def test_a_listing_that_fails_forgets_nothing(state: StubState, predictions: dic
     err = capsys.readouterr().err
     assert "Traceback" not in err and "run the same command again" in err
     assert set(memory(tmp_path).sources(PROJECT)) == {101, 102}  # 101 not forgotten on a partial listing
+
+
+def test_start_training_rebuilds_in_the_background(state: StubState, predictions: dict[int, dict], stub_url: str,
+                                                   make_app: Callable[..., FlaskClient], tmp_path: Path) -> None:
+    """Label Studio's "Start Training" button: answered at once, the project rebuilt behind it (cloud image too)."""
+    (red,) = largest_segments(predictions[301], 1)
+    (other,) = largest_segments(predictions[303], 1)
+    state.annotations = {1: [annotation(101, predictions[301], {red: "Red"})],
+                         3: [annotation(103, predictions[303], {other: "Blue"})]}
+    client = make_app(label_studio_url=stub_url, label_studio_api_key=TOKEN)
+    response = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}})
+    assert response.status_code < 300, response.json
+    learnt = LabelMemory(tmp_path / "data" / FILE_NAME)
+    for _ in range(1200):  # a bound, not a timing: the background rebuild ends in seconds
+        if set(learnt.sources(PROJECT)) == {101, 103}:
+            break
+        time.sleep(0.1)
+    assert set(learnt.sources(PROJECT)) == {101, 103}
+    assert ("GET", "/tasks/3/presign/") in state.log

@@ -98,14 +98,18 @@ def test_ids_beyond_64_bits_on_the_command_line_are_refused(run_job, capsys, arg
     assert "Traceback" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("answer", [{"tasks": {"id": 1}, "total": 1}, {"tasks": [[1, 2]], "total": 1},
-                                    {"tasks": [{"id": 1, "data": "image.png"}], "total": 1},
-                                    {"tasks": [{"id": 1, "data": {}, "predictions": {"id": 3}}], "total": 1}])
-def test_answers_of_the_wrong_shape_are_refused(state: StubState, run_job, capsys, answer) -> None:
+@pytest.mark.parametrize(("answer", "named"), [
+    ({"tasks": {"id": 1}, "total": 1}, "tasks page 1 with dict where a list belongs"),
+    ({"tasks": [[1, 2]], "total": 1}, "tasks page 1 with"),
+    ({"tasks": [{"id": 1, "data": "image.png"}], "total": 1}, "task 1's data as str, not an object"),
+    ({"tasks": [{"id": 1, "data": {}, "predictions": {"id": 3}}], "total": 1},
+     "(task 1's predictions) with dict where a list belongs"),
+])
+def test_answers_of_the_wrong_shape_are_refused(state: StubState, run_job, capsys, answer, named) -> None:
     state.tasks_answer = answer
     assert run_job() == EXIT_UNUSABLE
     (line,) = error_lines(capsys)
-    assert line.startswith("error: Label Studio")
+    assert line.startswith("error: Label Studio") and named in line
     assert not state.creates()
 
 

@@ -16,8 +16,10 @@ from segmentor.zeroshot.dense import LOGIT_SCALES
 pytestmark = pytest.mark.skipif(not (BUNDLED_CLIP_DIR / "config.json").is_file(), reason="bundled CLIP not trained")
 # Scenes neither the trainer (seeds >= 1,000,000) nor its report (0..63) used.
 UNSEEN_SEEDS = range(300, 316)
-# Measured with the committed weights on UNSEEN_SEEDS (maskclip, default templates, 2026-12-06): see below.
-MIN_CLASS_MEAN_CELL_RECALL = 0.0
+# Measured with the committed weights on UNSEEN_SEEDS (maskclip, default templates, 2026-12-06): class-mean
+# cell recall 0.746 (background 0.99, red 0.69, green 0.80, blue 0.51). One class everywhere scores 0.25, and
+# so does an untrained tower's noise at best; the floor sits far from both and from float differences.
+MIN_CLASS_MEAN_CELL_RECALL = 0.6
 
 
 def test_bundled_clip_is_small_and_complete() -> None:

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ml_backend.core.label_config import BACKGROUND_WORDS
 from ml_backend.core.settings import Settings
+from ml_backend.preannotate.workers import PredictionWorker
 from ml_backend.service.app import create_app
-from segmentor import load_model
+from segmentor import ModelLoadError, load_model
+from segmentor.doctor import clip_line
+from segmentor.zeroshot.memory import clip_memory
 from tests.backend.support import NUM_SEGMENTS, png_bytes
 from tests.zeroshot.answers import CONFIGS, SAVED, answers
 from tests.zeroshot.tiny_clip import build_tiny_clip
@@ -148,3 +152,26 @@ def test_an_unreadable_cached_grid_is_computed_again(make_app, tmp_path):
     client = make_app()
     assert _predict(client) == fresh and _counts(client)["grid_misses"] == 1
     assert np.load(grid).ndim == 3
+
+
+def test_a_wrong_clip_fails_before_the_diffusion_model_loads(tmp_path):
+    settings = Settings(model=str(tmp_path / "no-diffusion-model"), clip_model=str(tmp_path / "no-clip"),
+                        cache_dir=tmp_path / "cache", data_dir=None)
+    with pytest.raises(ModelLoadError, match="CLIP folder"):
+        create_app(settings)
+
+
+def test_the_whole_project_job_labels_as_predict_does(make_app):
+    client = make_app()
+    settings = client.application.extensions["emerdiff"].settings
+    config = CONFIG.format(attributes="")
+    worker = PredictionWorker(settings, config, project_id=3)
+    task = {"id": 1, "data": {"image": SCENE}}
+    assert worker.predict(task) == (1, _predict(client, config))
+
+
+def test_doctor_reports_clips_weights_and_grid_memory(tiny_clip_dir, tiny_clip):
+    line = clip_line(str(tiny_clip_dir), torch.float32)
+    weights = sum(p.numel() for p in tiny_clip.model.parameters()) * 4
+    assert "found in" in line and "(65 tokens)" in line  # 2 x 32 px at patch 8: 8 x 8 patches + CLS
+    assert clip_memory(tiny_clip_dir, torch.float32)["weights"] == weights
