@@ -329,6 +329,7 @@ class EmerDiffModel:
             segment=self.runtime.segment_task,
             prepare_rebuild=self.runtime.rebuild_job,
             cached=self.runtime.cached_segmentation,
+            known_project=self.runtime.projects.label_config if self.runtime.projects is not None else None,
         )
 
     def _predict_task(self, task: object, version: str, prompts: list[Prompt] | None = None) -> dict:

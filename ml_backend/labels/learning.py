@@ -215,7 +215,7 @@ class LabelLearning:
 
     def handle(self, action: str, body: dict, project_config: ProjectConfigFn, segment: SegmentFn,
                prepare_rebuild: Callable[[int], Callable[[], object]],
-               cached: CachedFn | None = None) -> dict:
+               cached: CachedFn | None = None, known_project: Callable[[int], object] | None = None) -> dict:
         """Apply one webhook; :class:`LearningError` (with its HTTP status) when it cannot be learnt from.
 
         Everything that can be checked without the image is checked here, before anything changes:
@@ -225,7 +225,8 @@ class LabelLearning:
         learnt; otherwise it is queued for the background learner (``{"queued": ...}``), or refused with
         :class:`LearningQueueFullError` when the queue is full. ``prepare_rebuild(project)`` checks a
         rebuild can run (raising :class:`LearningError` if not) and returns the job, which runs in the
-        background.
+        background. ``known_project(project)`` raises :class:`LearningError` for a project a delete must
+        not touch (one Label Studio does not have).
         """
         if self.memory is None:
             return {"learnt": False, "reason": "label learning is off (DATA_DIR=off)"}
@@ -234,6 +235,8 @@ class LabelLearning:
             return {"rebuild": self.start_rebuild(project, prepare_rebuild(project))}
         if action in FORGET_EVENTS:
             forget = self._forgetting(action, body, project)
+            if known_project is not None:  # Label Studio, when it can be asked, must have the project
+                known_project(project)
             return self._apply(f"{action} of project {project}", lambda _: forget())
         annotations, tasks = _annotations_and_tasks(body)
         config = project_config(project, body)

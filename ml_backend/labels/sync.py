@@ -129,7 +129,8 @@ class LabelStudioProjects:
         timeout = min(settings.fetch_timeout, CONFIG_TIMEOUT_S)
         self._client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key,
                                    timeout=timeout, httpx_client=deadline_client(timeout, settings.ca_bundle))
-        self._configs: OrderedDict[int, tuple[float, str]] = OrderedDict()
+        # project -> (when read, its label config or the refusal of a project Label Studio lacks)
+        self._configs: OrderedDict[int, tuple[float, str | UnknownProjectError]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -141,11 +142,18 @@ class LabelStudioProjects:
         with self._lock:
             cached = self._configs.get(project)
         if cached is not None and now - cached[0] < CONFIG_TTL_S:
+            if isinstance(cached[1], UnknownProjectError):
+                raise cached[1]
             return cached[1]
-        label_config = project_label_config(self._client, self.settings, project)
+        try:
+            label_config: str | UnknownProjectError = project_label_config(self._client, self.settings, project)
+        except UnknownProjectError as error:  # kept too: made-up project ids must not each cost a call
+            label_config = error
         with self._lock:
             self._configs[project] = (now, label_config)
             self._configs.move_to_end(project)
             while len(self._configs) > CONFIGS_KEPT:
                 self._configs.popitem(last=False)
+        if isinstance(label_config, UnknownProjectError):
+            raise label_config
         return label_config

@@ -7,6 +7,8 @@ with the same settings, down to the ``model_version``.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -20,6 +22,8 @@ class PredictionWorker:
 
     def __init__(self, settings: Settings, label_config: str, project_id: int) -> None:
         model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
+        # An offline job has no request timeout to keep: PREDICT_BUDGET_SECONDS never defers its tasks.
+        settings = dataclasses.replace(settings, predict_budget_seconds=math.inf)
         self._model = EmerDiffModel(
             Runtime.create(settings, model), label_config=label_config, project_id=project_id
         )

@@ -39,7 +39,9 @@ def document_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, shared_cache_dir: Path) -> Callable[..., Settings]:
     base = Settings(
-        model=str(tiny_model_dir), num_segments=NUM_SEGMENTS, cache_dir=shared_cache_dir, fetch_timeout=5.0
+        model=str(tiny_model_dir), num_segments=NUM_SEGMENTS, cache_dir=shared_cache_dir, fetch_timeout=5.0,
+        # A slow machine must never turn a test's prediction into a deferred one (tests/backend/test_selection.py).
+        predict_budget_seconds=3600.0,
     )
 
     def make(**overrides: object) -> Settings:

@@ -43,12 +43,17 @@ cache.put(sys.argv[4], sys.argv[5], segmentation)
 """
 
 
-def write(root: Path, value: int, kill_before: int = 0) -> int:
+def killed_write(root: Path, value: int, kill_before: int) -> int:
     """Put a segmentation of ``value``s in a fresh process, killed before its ``kill_before``-th move."""
     return subprocess.run(
         [sys.executable, "-c", WRITER, str(root), str(value), str(kill_before), KEY, FINGERPRINT],
         cwd=ROOT, capture_output=True, check=False, timeout=120,
     ).returncode
+
+
+def write(root: Path, value: int) -> None:
+    segmentation = CachedSegmentation(label_map=np.full((6, 9), value, np.int32), scores={value: value / 10})
+    SegmentationCache(root).put(KEY, FINGERPRINT, segmentation)
 
 
 def read(root: Path) -> tuple[CachedSegmentation | None, float]:
@@ -57,21 +62,24 @@ def read(root: Path) -> tuple[CachedSegmentation | None, float]:
     return entry, metrics.count("cache", "corrupt")
 
 
+# Each case starts a Python that imports the backend (torch included): seconds, not milliseconds.
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_before", [1, 2])
 def test_a_first_write_killed_part_way_leaves_no_entry(tmp_path: Path, kill_before: int) -> None:
-    assert write(tmp_path, 3, kill_before) == 9
+    assert killed_write(tmp_path, 3, kill_before) == 9
     assert read(tmp_path) == (None, 0)
-    assert write(tmp_path, 3) == 0  # and the next write completes the entry
+    write(tmp_path, 3)  # and the next write completes the entry
     entry, corrupt = read(tmp_path)
     assert corrupt == 0 and (entry.label_map == 3).all() and entry.scores == {3: 0.3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_before", [1, 2])
 def test_a_rewrite_killed_part_way_leaves_the_old_entry_or_none_never_a_corrupt_one(
     tmp_path: Path, kill_before: int
 ) -> None:
-    assert write(tmp_path, 3) == 0
-    assert write(tmp_path, 5, kill_before) == 9
+    write(tmp_path, 3)
+    assert killed_write(tmp_path, 5, kill_before) == 9
     entry, corrupt = read(tmp_path)
     assert corrupt == 0
     assert entry is None or ((entry.label_map == 3).all() and entry.scores == {3: 0.3})

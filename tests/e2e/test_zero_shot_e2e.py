@@ -44,8 +44,8 @@ CONFIG = ('<View><Image name="image" value="$image"/>'
 # Colour scenes holding one red, one green and one blue object each (found with segmentor.toy.scenes).
 SEEDS = (609, 619, 629)
 WEBHOOK_WAIT_S = 60.0
-# Share of pixels whose region carries their true class's label, over the three first tasks.
-MIN_PIXEL_AGREEMENT = 0.8
+# Regions smaller than this share of the image are slivers along segment borders: not judged.
+MIN_JUDGED_AREA = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,8 @@ def zero_shot_backend(label_studio: LabelStudioServer, model_reference: str,
     settings = BACKEND_SETTINGS | {
         "EMERDIFF_MODEL": model_reference,
         "EMERDIFF_CLIP_MODEL": "bundled",
+        # The mode measured best on the bundled models (docs/QUALITY.md, "Zero-shot labels").
+        "EMERDIFF_CLIP_MODE": "sclip",
         "LABEL_STUDIO_URL": label_studio.url,
         "LABEL_STUDIO_API_KEY": label_studio.token,
         "CACHE_DIR": str(work_dir / "cache"),
@@ -81,16 +83,17 @@ def _true_label(region: dict, gt: np.ndarray) -> str:
     return LABELS[int(np.bincount(gt[region_to_mask(region)].ravel(), minlength=4).argmax())][0]
 
 
-def _pixel_agreement(predictions: dict[int, dict], truth: dict[int, np.ndarray]) -> float:
-    right = total = 0
+def _misjudged(predictions: dict[int, dict], truth: dict[int, np.ndarray]) -> list[tuple]:
+    """(task, region, label, true label) of each judged region whose label is not its pixels' majority class."""
+    wrong = []
     for task_id, prediction in predictions.items():
         gt = truth[task_id]
         for region in prediction["result"]:
-            mask = region_to_mask(region)
-            label = region["value"]["polygonlabels"][0]
-            right += int((gt[mask] == CLASS_OF[label]).sum())
-            total += int(mask.sum())
-    return right / max(total, 1)
+            if region_to_mask(region).mean() >= MIN_JUDGED_AREA:
+                label, expected = region["value"]["polygonlabels"][0], _true_label(region, gt)
+                if label != expected:
+                    wrong.append((task_id, region["id"], label, expected))
+    return wrong
 
 
 class Project:
@@ -145,30 +148,33 @@ def test_first_task_labelled_from_label_names_then_the_one_rule(
         (path,) = [p for p in scenes if Path(p).name.split(".")[0] in image]
         truth[task_id] = scenes[path]
 
-    # Zero annotations: every region labelled from the label names, mostly right, with its probability.
+    # Zero annotations: every region labelled from the label names with its pixels' majority class (the
+    # best any labelling of these segments can do), with its probability as the score.
     first = project.predictions()
-    assert _pixel_agreement(first, truth) >= MIN_PIXEL_AGREEMENT
-    for task_id, prediction in first.items():
-        labels = labels_by_segment(prediction)
-        assert set(labels.values()) <= {value for value, _ in LABELS.values()}
+    assert _misjudged(first, truth) == []
+    found = set()
+    for prediction in first.values():
         for region in prediction["result"]:
             assert 0.0 <= region["score"] <= 1.0
-        objects = {_true_label(region, truth[task_id]) for region in prediction["result"]} - {"Fond"}
-        assert objects <= set(labels.values()), f"task {task_id}: an object class has no region with its label"
+            found.add(region["value"]["polygonlabels"][0])
+    assert found - {"Fond"}, "no object label on any region: zero-shot labelled everything background"
 
-    # An annotator swaps red and green on the first task: both labels now have examples, so the learnt
-    # labels override zero-shot there; blue and background have none, so zero-shot keeps them (the one rule).
-    task_id = project.tasks[0]
-    by_label = {label: segment for segment, label in labels_by_segment(first[task_id]).items()}
-    red, green = by_label["Rouge"], by_label["Vert"]
+    # An annotator calls the red segment "Vert" and a background segment "Rouge". Rouge and Vert now have
+    # examples: the red segment's learnt "Vert" overrides zero-shot's "Rouge". Fond and Bleu have none:
+    # zero-shot keeps them (the one rule: k-NN cannot vote for a label it has no examples of).
+    task_id = next(t for t in project.tasks if "Rouge" in labels_by_segment(first[t]).values())
+    labels = labels_by_segment(first[task_id])
+    red = next(segment for segment, label in labels.items() if label == "Rouge")
+    background = next(segment for segment, label in labels.items() if label == "Fond")
     before = project.backend_version()
-    ls_client.annotations.create(id=task_id, result=relabelled(first[task_id], {red: "Vert", green: "Rouge"}))
+    ls_client.annotations.create(id=task_id, result=relabelled(first[task_id], {red: "Vert", background: "Rouge"}))
     project.wait_for_version(lambda version: version != before)
     taught = project.predictions()
-    labels = labels_by_segment(taught[task_id])
-    assert labels[red] == "Vert" and labels[green] == "Rouge"
-    for segment, label in labels_by_segment(first[task_id]).items():
-        if label in ("Bleu", "Fond"):
-            assert labels[segment] == label, f"segment {segment}: zero-shot's {label} (no examples) was overridden"
+    assert labels_by_segment(taught[task_id])[red] == "Vert"
+    assert labels_by_segment(taught[task_id])[background] == "Fond"
+    for other, prediction in first.items():
+        for segment, label in labels_by_segment(prediction).items():
+            if label in ("Bleu", "Fond"):
+                assert labels_by_segment(taught[other])[segment] == label, (other, segment, label)
     assert [segment_of(r) for r in taught[task_id]["result"]] == [segment_of(r) for r in first[task_id]["result"]]
     TIMINGS["zero-shot e2e"] = time.monotonic() - started

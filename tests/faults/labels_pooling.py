@@ -15,10 +15,11 @@ FAULTS = [
           [(L, "(width, height), interpolation=cv2.INTER_AREA)", "(height, width), interpolation=cv2.INTER_AREA)")],
           [f"{E}::test_pooling_on_a_wide_image_averages_the_cells_under_the_mask",
            f"{E}::test_pooling_on_a_tall_image_averages_the_cells_under_the_mask"]),
-    fault("pooled over the transposed grid",
-          [(L, "np.tensordot(weights, features, axes=([0, 1], [0, 1]))",
-            "np.tensordot(weights.T, features.transpose(1, 0, 2), axes=([0, 1], [0, 1]))")],
-          [f"{E}::test_segment_embeddings_of_a_wide_label_map"]),
+    fault("every covered cell weighs fully, however little of it the mask covers",
+          [(L, "weights = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)",
+            "weights = (cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0)"
+            ".astype(np.float32)")],
+          ["tests/labels/test_labelling.py::test_pooling_weights_cells_by_the_area_the_mask_covers"]),
     fault("a region's size read as (width, height)",
           [(L, 'size = (region.get("original_height"), region.get("original_width"))',
             'size = (region.get("original_width"), region.get("original_height"))')],
@@ -32,4 +33,10 @@ FAULTS = [
             "label = guess.label if guess.confidence > threshold else default")],
           [f"{E}::test_a_confidence_exactly_at_the_threshold_takes_the_label",
            f"{E}::test_a_confidence_just_under_the_threshold_keeps_the_default"]),
+    fault("emerdiff-threshold of exactly 1 refused",
+          [("ml_backend/core/label_config.py", "            if value > high:", "            if value >= high:")],
+          [f"{E}::test_emerdiff_threshold_accepts_both_ends_of_its_range"]),
+    fault("emerdiff-threshold of exactly 0 refused",
+          [("ml_backend/core/settings.py", "math.isfinite(value) and value >= low and", "math.isfinite(value) and value > low and")],  # noqa: E501
+          [f"{E}::test_emerdiff_threshold_accepts_both_ends_of_its_range"]),
 ]

@@ -271,14 +271,19 @@ def test_start_training_with_label_studio_unreachable_names_it(make_app: Callabl
 
 
 @pytest.fixture
-def label_studio() -> Iterator[str]:
+def stub_state() -> StubState:
+    return StubState(label_config=CONFIG, tasks={})
+
+
+@pytest.fixture
+def label_studio(stub_state: StubState) -> Iterator[str]:
     """A Label Studio that has project 1 only, with the tests' label config."""
-    with running_stub(StubState(label_config=CONFIG, tasks={})) as url:
+    with running_stub(stub_state) as url:
         yield url
 
 
 def test_with_label_studio_configured_its_label_config_decides_not_the_body(
-    make_app: Callable[..., FlaskClient], label_studio: str
+    make_app: Callable[..., FlaskClient], label_studio: str, stub_state: StubState
 ) -> None:
     client = make_app(label_studio_url=label_studio, label_studio_api_key=TOKEN)
     prediction = predict(client, [FIRST], project="1.1700000000")[0]
@@ -291,6 +296,9 @@ def test_with_label_studio_configured_its_label_config_decides_not_the_body(
     unknown = annotation_event("ANNOTATION_CREATED", 11, FIRST, relabelled(prediction, {red: "Red"}), project=2)
     response = client.post("/webhook", json=unknown)
     assert response.status_code == 404 and "has no project 2" in response.json["error"]
+    forget = client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": [{"id": 301}], "project": {"id": 2}})
+    assert forget.status_code == 404  # deletes too: only projects Label Studio has
+    assert stub_state.log.count(("GET", "/api/projects/2/")) == 1  # the refusal is kept, not asked again
     assert memory_rows(client, 1) == {} and memory_rows(client, 2) == {}
     genuine = annotation_event("ANNOTATION_CREATED", 11, FIRST, relabelled(prediction, {red: "Red", blue: "Blue"}),
                                project=1, config="<View/>")  # the body's config is not even read

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 from converters.labelstudio import brush_region
+from ml_backend.core.errors import ProjectConfigError
+from ml_backend.core.label_config import ProjectConfig
+from ml_backend.core.settings import Settings
 from segmentor.labelling import (
     LabelClassifier,
     LabelExample,
@@ -121,3 +124,20 @@ def test_same_label_segments_touching_along_a_straight_border_merge_and_corners_
     merged, members = merge_same_label(label_map.astype(np.int32), {0: "Cat", 1: "Dog", 2: "Dog", 3: "Cat"})
     assert members == {0: [0], 1: [1], 2: [2], 3: [3]}  # 1 and 2 meet only at the corner too: nothing merges
     assert (merged == label_map).all()
+
+
+@pytest.mark.parametrize(("text", "threshold"), [("0", 0.0), ("1", 1.0), ("0.5", 0.5)])
+def test_emerdiff_threshold_accepts_both_ends_of_its_range(text: str, threshold: float) -> None:
+    [target] = ProjectConfig.parse(_config(f' emerdiff-threshold="{text}"'), Settings()).targets
+    assert target.threshold == threshold
+
+
+@pytest.mark.parametrize("text", ["1.0001", "-0.0001", "2"])
+def test_emerdiff_threshold_outside_its_range_is_refused(text: str) -> None:
+    with pytest.raises(ProjectConfigError, match="emerdiff-threshold"):
+        ProjectConfig.parse(_config(f' emerdiff-threshold="{text}"'), Settings())
+
+
+def _config(attributes: str) -> str:
+    return (f'<View><Image name="image" value="$image"/><PolygonLabels name="label" toName="image"{attributes}>'
+            '<Label value="Cat"/><Label value="Dog"/></PolygonLabels></View>')

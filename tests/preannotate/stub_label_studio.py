@@ -106,10 +106,10 @@ def create_stub_app(state: StubState) -> Flask:
         if request.args.get("only_annotated") == "true":
             ids = [task for task in ids if state.annotations.get(task)]
         if state.repeat_first_page:
-            # Page 1 again and again; after 200 pages an empty one, so that a client that never stops
+            # Page 1 again and again; after 20 pages an empty one, so that a client that never stops
             # asking still ends (its test then fails on what it did, instead of hanging).
             listed = sum(method == "GET" and path == "/api/tasks/" for method, path in state.log)
-            if listed > 200:
+            if listed > 20:
                 return jsonify(tasks=[])
             page = 1
         if "query" in request.args:  # only selectedItems.included, the form the job sends
