@@ -3,8 +3,8 @@
 What is checked here would otherwise fail late, after the model has loaded (minutes with a hub model), or
 deep inside a download: every setting (ml_backend/core/settings.py, the same parser the service uses), the
 folders the service writes to (written to for real, so read-only volumes and foreign owners are caught,
-not just modes), and a model given as a local folder. Needs the repository root (the image's /app) on
-PYTHONPATH, as docker/entrypoint.sh runs it.
+not just modes), and a model or a CLIP (EMERDIFF_CLIP_MODEL) given as a local folder. Needs the repository
+root (the image's /app) on PYTHONPATH, as docker/entrypoint.sh runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ml_backend.core.settings import Settings, SettingsError
+from segmentor.zeroshot.loading import BUNDLED_CLIP_DIR
 
 EX_USAGE = 64  # sysexits.h: the configuration is wrong, starting again will not help
 
@@ -56,6 +57,22 @@ def check_model(model: str) -> None:
         raise ConfigError(f"EMERDIFF_MODEL={model}: no such folder (mount the diffusers folder there)")
 
 
+def check_clip(reference: str | None) -> None:
+    """EMERDIFF_CLIP_MODEL as check_model reads EMERDIFF_MODEL: ``bundled`` must be in the image, a path a folder.
+
+    A hub id is checked when CLIP loads (seconds, before the diffusion model: it must be in the cache).
+    """
+    if reference is None:
+        return
+    if reference == "bundled":
+        if not (BUNDLED_CLIP_DIR / "config.json").is_file():
+            raise ConfigError(f"EMERDIFF_CLIP_MODEL=bundled: the bundled CLIP is missing from {BUNDLED_CLIP_DIR}; "
+                              "name a CLIP folder or a cached hub id instead")
+    elif reference.startswith(("/", "./", "../", "~")) and not Path(reference).expanduser().is_dir():
+        raise ConfigError(f"EMERDIFF_CLIP_MODEL={reference}: no such folder (mount the CLIP folder there: "
+                          "CLIPModel.save_pretrained plus its tokenizer files)")
+
+
 def preflight(environ: Mapping[str, str]) -> Settings:
     """Every check, in the order a user would fix them; ConfigError on the first failure."""
     try:
@@ -65,6 +82,7 @@ def preflight(environ: Mapping[str, str]) -> Settings:
     for name, folder in writable_folders(settings, environ):
         check_writable(name, folder)
     check_model(settings.model)
+    check_clip(settings.clip_model)
     return settings
 
 

@@ -114,8 +114,9 @@ def clip_line(reference: str, dtype: torch.dtype) -> str:
     need = clip_memory(folder, dtype)
     where = f"found in {folder}" if folder else "NOT found on disk (the backend reads CLIP from the cache only)"
     shapes = "its config" if folder else "ViT-B/16 assumed"
-    return (f"CLIP {reference!r} for zero-shot labels: {where}; memory ({shapes}): weights {_gib(need['weights'])}, "
-            f"about {_gib(need['grid'])} per dense grid ({need['tokens']} tokens); add both to the figures above")
+    # MiB, not GiB: a CLIP is small beside the diffusion model (ViT-B/16 about 570 MiB, the bundled toy < 1 MiB).
+    return (f"CLIP {reference!r} for zero-shot labels: {where}; memory ({shapes}): weights {_mib(need['weights'])}, "
+            f"about {_mib(need['grid'])} per dense grid ({need['tokens']} tokens); add both to the figures above")
 
 
 def first_chunk(device: torch.device) -> int:
@@ -289,3 +290,7 @@ def _device_name(device: torch.device) -> str:
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"

@@ -55,7 +55,7 @@ BACKEND_DEFAULTS = {
     "EMERDIFF_CLIP_MODEL": "bundled",
     "EMERDIFF_DEVICE": "cpu",
     "EMERDIFF_NUM_SEGMENTS": "6",
-    "EMERDIFF_MIN_AREA": "16",
+    "EMERDIFF_MIN_AREA": "64",
 }
 
 
@@ -75,7 +75,9 @@ def _run() -> int:
     backend_port = _port("DEMO_BACKEND_PORT", 9090)
     images = _images(state_dir)
     token = _token(state_dir)
-    signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as Ctrl-C does
+    # Ctrl-C and `kill` stop it, also when started from a shell that ignores SIGINT in background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop)
 
     _say(f"checking Label Studio in {LABEL_STUDIO_VENV.name} (the first run installs it: about a minute) ...")
     ensure_installed(LABEL_STUDIO_VENV)

@@ -71,7 +71,7 @@ def label_config(images: DemoImages) -> str:
     )
     return (
         '<View><Image name="image" value="$image" zoom="true"/>'
-        f'<PolygonLabels name="regions" toName="image" strokeWidth="2">{labels}</PolygonLabels></View>'
+        f'<BrushLabels name="regions" toName="image" emerdiff-merge="true">{labels}</BrushLabels></View>'
     )
 
 

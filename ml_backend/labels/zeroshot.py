@@ -42,6 +42,11 @@ from segmentor.zeroshot.text import TEMPLATE_SETS, word_embeddings
 logger = logging.getLogger(__name__)
 
 FOLDER = "zero-shot"  # under CACHE_DIR; not a hex fingerprint, so never mistaken for a segmentation entry
+# Two labels whose closest words' text embeddings have a cosine above this are logged as near duplicates:
+# CLIP can hardly tell them apart, so one of them takes most segments (docs/zero-shot.md, "Risks"). A
+# judgement, not measured on a real CLIP: meant for typos, plurals and synonyms (docs/LABELS.md).
+NEAR_DUPLICATE_COSINE = 0.95
+NEAR_DUPLICATES_LOGGED = 5
 
 
 class ZeroShot:
@@ -60,6 +65,7 @@ class ZeroShot:
         self._texts = root / "text" / _digest(self.clip.identity, *self.templates)[:16] if root else None
         self._words: dict[str, np.ndarray] = {}
         self._words_lock = threading.Lock()
+        self._compared: set[tuple] = set()  # label-word sets already checked for near duplicates
 
     @property
     def identity(self) -> dict:
@@ -140,8 +146,45 @@ class ZeroShot:
                 with self._words_lock:
                     self._words[word] = vector
         with self._words_lock:
-            return {label: np.stack([self._words[word] for word in label_words])
-                    for label, label_words in words.items()}
+            embedded = {label: np.stack([self._words[word] for word in label_words])
+                        for label, label_words in words.items()}
+        self._warn_near_duplicates(words, embedded)
+        return embedded
+
+    def _warn_near_duplicates(self, words: Mapping[str, tuple[str, ...]], embedded: Mapping[str, np.ndarray]) -> None:
+        """Log the pairs of labels whose closest words nearly coincide, once per pair of word sets.
+
+        A label scores its best word (segmentor.zeroshot.classify), so its closest word to the other label's
+        words is what confuses the two. At most NEAR_DUPLICATES_LOGGED pairs are named (the closest first),
+        then a count: a weak CLIP (such as the bundled toy) puts most pairs above the line.
+        """
+        labels = sorted(embedded)
+        key = tuple((label, tuple(words[label])) for label in labels)
+        with self._words_lock:
+            if key in self._compared:
+                return
+            self._compared.add(key)
+        close = []
+        for index, first in enumerate(labels):
+            for second in labels[index + 1:]:
+                similarity = embedded[first] @ embedded[second].T
+                row, column = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
+                cosine = float(similarity[row, column])
+                pair = (first, tuple(words[first]), second, tuple(words[second]))
+                if cosine > NEAR_DUPLICATE_COSINE and pair not in self._compared:
+                    close.append((cosine, first, second, words[first][row], words[second][column], pair))
+        close.sort(key=lambda item: -item[0])
+        with self._words_lock:
+            self._compared.update(item[-1] for item in close)
+        for cosine, first, second, first_word, second_word, _ in close[:NEAR_DUPLICATES_LOGGED]:
+            logger.warning(
+                "zero-shot labels %r and %r nearly coincide for CLIP: cosine %.3f between their words %r and %r "
+                "(above %.2f), so CLIP can hardly tell them apart; give one of them distinct words "
+                "(emerdiff-prompt) or merge them", first, second, cosine, first_word, second_word,
+                NEAR_DUPLICATE_COSINE)
+        if len(close) > NEAR_DUPLICATES_LOGGED:
+            logger.warning("%d more pairs of zero-shot labels nearly coincide for CLIP (cosine above %.2f)",
+                           len(close) - NEAR_DUPLICATES_LOGGED, NEAR_DUPLICATE_COSINE)
 
     def _word_path(self, word: str) -> Path | None:
         return self._texts / f"{_digest(word)[:32]}.json" if self._texts is not None else None

@@ -16,6 +16,9 @@ Beside it: the majority class (the class with most annotated pixels, for every s
 class by a region's mean colour and size (standardised, nearest class mean: what a colour picker would
 do), and the ceiling (each segment labelled with its own majority class: the best any labelling of these
 segments can do).
+
+With ``--clip``, the zero-shot point (0 annotations, labels from the class names; ``segmentor.evaluation.zero_shot``):
+per CLIP mode, per-pixel CLIP against the same grid pooled in EmerDiff's and in the bilinear baseline's segments.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 from converters.labelstudio import region_to_mask, regions_from_label_map
 from segmentor.evaluation.data import LAYOUTS, Sample, folder_samples, read_stem_list
+from segmentor.evaluation.label_scores import LabelScores, SegmentedImage, region_majority
 from segmentor.evaluation.metrics import DEFAULT_IGNORE, EvaluationError
 from segmentor.evaluation.zero_shot import format_rows as format_zero_shot_rows
 from segmentor.evaluation.zero_shot import read_class_words, zero_shot_report
@@ -49,16 +52,6 @@ from segmentor.labelling import (
 DEFAULT_COUNTS = (1, 5, 20, 50)
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 CONTROL = "label"
-
-
-@dataclass(frozen=True)
-class SegmentedImage:
-    name: str
-    image: np.ndarray  # uint8 (H, W, 3)
-    gt: np.ndarray  # int (H, W) class ids
-    label_map: np.ndarray  # int32 (H, W) EmerDiff segments
-    features: np.ndarray  # float32 (h, w, C)
-    baseline_map: np.ndarray | None = None  # int32 (H, W): the bilinear baseline's segments (zero-shot comparison)
 
 
 def annotation_regions(gt: np.ndarray, class_names: Sequence[str], ignore: int | None) -> list[dict]:
@@ -78,50 +71,6 @@ def annotation_regions(gt: np.ndarray, class_names: Sequence[str], ignore: int |
     return [region for region in regions if region["id"] != "s0"]  # s0: the ignore-label pixels
 
 
-def region_majority(label_map: np.ndarray, gt: np.ndarray, ignore: int | None) -> dict[int, int]:
-    """Segment id -> the ground-truth class most of its labelled pixels have (segments with none left out)."""
-    majority = {}
-    for segment in np.unique(label_map):
-        under = gt[(label_map == segment) & (gt != ignore)] if ignore is not None else gt[label_map == segment]
-        if under.size:
-            majority[int(segment)] = int(np.bincount(under).argmax())
-    return majority
-
-
-class _Scores:
-    """Confusion of predicted vs true classes over pixels, and region hits, summed over test images."""
-
-    def __init__(self, num_classes: int, ignore: int | None) -> None:
-        self.pixels = np.zeros((num_classes, num_classes), np.int64)  # [true, predicted]
-        self.regions = [0, 0]  # right, total
-        self.num_classes = num_classes
-        self.ignore = ignore
-
-    def add(self, image: SegmentedImage, classes: dict[int, int], majority: dict[int, int]) -> None:
-        lookup = np.full(int(image.label_map.max()) + 1, -1, np.int64)
-        for segment, class_id in classes.items():
-            lookup[segment] = class_id
-        predicted = lookup[image.label_map]
-        valid = (image.gt != self.ignore) if self.ignore is not None else np.ones(image.gt.shape, bool)
-        valid &= (image.gt >= 0) & (image.gt < self.num_classes) & (predicted >= 0)
-        np.add.at(self.pixels, (image.gt[valid], predicted[valid]), 1)
-        for segment, true_class in majority.items():
-            self.regions[0] += int(classes.get(segment) == true_class)
-            self.regions[1] += 1
-
-    def summary(self, class_names: Sequence[str]) -> dict:
-        per_class = self.pixels.sum(axis=1)
-        recall = {name: (float(self.pixels[k, k] / per_class[k]) if per_class[k] else None)
-                  for k, name in enumerate(class_names)}
-        present = [value for value in recall.values() if value is not None]
-        return {
-            "pixel_accuracy": float(np.trace(self.pixels) / max(self.pixels.sum(), 1)),
-            "class_mean_accuracy": float(np.mean(present)) if present else 0.0,
-            "region_accuracy": self.regions[0] / max(self.regions[1], 1),
-            "per_class_recall": recall,
-        }
-
-
 def colour_size_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The baseline's description of a region: mean RGB (0-1) and log of its share of the image."""
     return np.array([*(image[mask].mean(axis=0) / 255.0), np.log(mask.mean())], np.float64)
@@ -136,7 +85,7 @@ def evaluate_labels(images: Sequence[SegmentedImage], test: Sequence[SegmentedIm
     annotated = [examples_from_regions(annotation_regions(image.gt, class_names, ignore), image.features, labels_of,
                                        image.gt.shape) for image in images]
     majorities = [region_majority(image.label_map, image.gt, ignore) for image in test]
-    ceiling = _Scores(len(class_names), ignore)
+    ceiling = LabelScores(len(class_names), ignore)
     for image, majority in zip(test, majorities, strict=True):
         ceiling.add(image, majority, majority)
     report = {"ceiling": ceiling.summary(class_names), "runs": []}
@@ -150,7 +99,7 @@ def evaluate_labels(images: Sequence[SegmentedImage], test: Sequence[SegmentedIm
                                          thresholds, ignore)
         majority_class = _majority_class(images[:count], class_names, ignore)
         colour_classifier = _colour_classifier(images[:count], class_names, ignore)
-        majority_scores, colour = _Scores(len(class_names), ignore), _Scores(len(class_names), ignore)
+        majority_scores, colour = LabelScores(len(class_names), ignore), LabelScores(len(class_names), ignore)
         for image, majority in zip(test, majorities, strict=True):
             majority_scores.add(image, dict.fromkeys(majority, majority_class), majority)
             colour.add(image, {segment: colour_classifier(image.image, image.label_map == segment)
@@ -162,7 +111,7 @@ def evaluate_labels(images: Sequence[SegmentedImage], test: Sequence[SegmentedIm
 
 def _learnt_scores(classifier: LabelClassifier, test: Sequence[SegmentedImage], majorities: Sequence[dict[int, int]],
                    class_names: Sequence[str], thresholds: Sequence[float], ignore: int | None) -> dict:
-    scores = _Scores(len(class_names), ignore)
+    scores = LabelScores(len(class_names), ignore)
     confidences, right = [], []
     for image, majority in zip(test, majorities, strict=True):
         guesses = label_segments(classifier, segment_embeddings(image.features, image.label_map), class_names,

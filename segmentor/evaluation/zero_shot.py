@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segmentor.evaluation.label_scores import LabelScores, region_majority
 from segmentor.evaluation.metrics import EvaluationError
 from segmentor.zeroshot import ClipModel, classify_pixels, classify_segments, dense_grid, label_embeddings
 from segmentor.zeroshot.dense import LOGIT_SCALES
@@ -53,15 +54,13 @@ def read_class_words(path: Path) -> dict[str, tuple[str, ...]]:
 def zero_shot_report(test: Sequence, class_words: Mapping[str, Sequence[str]], clip: ClipModel,
                      modes: Sequence[str], templates: Sequence[str], ignore: int | None) -> dict:
     """Per mode, scores of the three labellings of ``test`` (SegmentedImage with ``baseline_map``)."""
-    from segmentor.evaluation.labels import _Scores, region_majority
-
     class_names = list(class_words)
     started = time.perf_counter()
     embeddings = label_embeddings(clip, class_words, templates)
     report: dict = {"templates": list(templates), "words": {k: list(v) for k, v in class_words.items()},
                     "text_seconds": time.perf_counter() - started, "modes": {}}
     for mode in modes:
-        scores = {kind: _Scores(len(class_names), ignore) for kind in KINDS}
+        scores = {kind: LabelScores(len(class_names), ignore) for kind in KINDS}
         grid_seconds = 0.0
         for image in test:
             started = time.perf_counter()

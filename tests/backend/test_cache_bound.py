@@ -93,15 +93,14 @@ def test_two_processes_sharing_the_folder_keep_one_bound(tmp_path: Path) -> None
     entry = folder_bytes(tmp_path / "probe")
     root, bound = tmp_path / "shared", entry * 20
     SegmentationCache(root, max_bytes=bound)
-    # Two writers at once, 30 entries each: 60 entries would be three times the bound.
+    # Two writers at once, 15 entries each: each stays under the bound alone, together they pass it.
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(root), str(first), "30", str(bound)], cwd=REPO_ROOT
+            [sys.executable, "-c", _WRITER, str(root), str(first), "15", str(bound)], cwd=REPO_ROOT
         )
         for first in (1000, 2000)
     ]
     assert [writer.wait(timeout=300) for writer in writers] == [0, 0]
     assert folder_bytes(root) <= bound
     assert recorded_total(root) == folder_bytes(root)
-    # Each process's own writes alone stayed under the bound: only a shared total catches both.
-    assert 30 * entry < bound * 2
+    assert 15 * entry * 1.1 < bound  # each process's own writes: only a shared total sees both

@@ -305,6 +305,22 @@ def test_preflight_writes_for_real_and_checks_a_model_folder(tmp_path: Path) -> 
     assert list((tmp_path / "cache").iterdir()) == [], "the probe file is removed"
 
 
+def test_preflight_checks_the_clip_reference_like_the_model_path(tmp_path: Path) -> None:
+    """EMERDIFF_CLIP_MODEL: ``bundled`` must be installed, a path must be a folder, a hub id waits for the load."""
+    preflight = load_preflight()
+    base = {"CACHE_DIR": "off", "DATA_DIR": "off"}
+    with pytest.raises(preflight.ConfigError, match="EMERDIFF_CLIP_MODEL=/no/such/clip: no such folder"):
+        preflight.preflight({**base, "EMERDIFF_CLIP_MODEL": "/no/such/clip"})
+    (tmp_path / "clip").mkdir()
+    for reference in ("bundled", str(tmp_path / "clip"), "openai/clip-vit-base-patch16"):
+        assert preflight.preflight({**base, "EMERDIFF_CLIP_MODEL": reference}).clip_model == reference
+    assert preflight.preflight(base).clip_model is None
+    # An image built without the bundled CLIP is named before gunicorn starts (load_preflight: a fresh module).
+    preflight.BUNDLED_CLIP_DIR = tmp_path / "no-bundled-clip"
+    with pytest.raises(preflight.ConfigError, match="EMERDIFF_CLIP_MODEL=bundled: the bundled CLIP is missing"):
+        preflight.preflight({**base, "EMERDIFF_CLIP_MODEL": "bundled"})
+
+
 @pytest.mark.slow
 def test_entrypoint_holds_on_a_configuration_error_until_stopped(tmp_path: Path) -> None:
     """ON_CONFIG_ERROR=hold (the image's default): the error once, no exit, the healthcheck names it,

@@ -110,7 +110,7 @@ FAULTS = [
         [f"{BOUND}::test_writes_under_the_bound_add_to_the_total_without_scanning"],
     ),
     fault(
-        "the running total is kept per process: two processes sharing the folder each fill it to the bound",
+        "the running total is kept per process: two processes sharing the folder each count only their own",
         [("ml_backend/segmentation/cache.py", "            total = self._read_total() + added\n",
           "            self._own = getattr(self, '_own', 0) + added\n            total = self._own\n")],
         [f"{BOUND}::test_two_processes_sharing_the_folder_keep_one_bound"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,23 @@ def test_saved_segmentations_keep_the_baseline_segments(tmp_path: Path) -> None:
     for before, after in zip(images, loaded, strict=True):
         np.testing.assert_array_equal(after.baseline_map, before.baseline_map)
         np.testing.assert_array_equal(after.label_map, before.label_map)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BUNDLED_CLIP_DIR / "config.json").is_file(), reason="bundled CLIP not trained")
+def test_the_command_adds_the_zero_shot_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "labels.json"
+    status = main(["evaluate-labels", "--scenes", "1", "--counts", "1", "--k", "3", "--scene-classes", "colour",
+                   "--device", "cpu", "--no-progress", "--clip", "bundled", "--clip-modes", "maskclip,sclip",
+                   "--segmentations", str(tmp_path / "seg.npz"), "--out", str(out)])
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert list(report["zero_shot"]["modes"]) == ["maskclip", "sclip"]
+    assert set(KINDS) <= set(report["zero_shot"]["modes"]["sclip"])
+    assert "| 0 | 0 | zero-shot sclip: emerdiff segments |" in capsys.readouterr().out
+    # Re-read segmentations keep the baseline's segments: the comparison runs again without segmenting.
+    assert main(["evaluate-labels", "--scenes", "1", "--counts", "1", "--k", "3", "--scene-classes", "colour",
+                 "--device", "cpu", "--no-progress", "--clip", "bundled", "--clip-modes", "sclip",
+                 "--segmentations", str(tmp_path / "seg.npz"), "--out", str(out)]) == 0
+    first, again = report["zero_shot"]["modes"]["sclip"], json.loads(out.read_text())["zero_shot"]["modes"]["sclip"]
+    assert {kind: again[kind] for kind in KINDS} == {kind: first[kind] for kind in KINDS}

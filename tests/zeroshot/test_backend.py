@@ -16,6 +16,7 @@ from ml_backend.preannotate.workers import PredictionWorker
 from ml_backend.service.app import create_app
 from segmentor import ModelLoadError, load_model
 from segmentor.doctor import clip_line
+from segmentor.zeroshot import BUNDLED_CLIP_DIR
 from segmentor.zeroshot.memory import clip_memory
 from tests.backend.support import NUM_SEGMENTS, png_bytes
 from tests.zeroshot.answers import CONFIGS, SAVED, answers
@@ -175,3 +176,10 @@ def test_doctor_reports_clips_weights_and_grid_memory(tiny_clip_dir, tiny_clip):
     weights = sum(p.numel() for p in tiny_clip.model.parameters()) * 4
     assert "found in" in line and "(65 tokens)" in line  # 2 x 32 px at patch 8: 8 x 8 patches + CLS
     assert clip_memory(tiny_clip_dir, torch.float32)["weights"] == weights
+    assert f"weights {weights / 2**20:.1f} MiB" in line
+
+
+def test_doctor_finds_the_bundled_clip():
+    """`python -m segmentor doctor --clip bundled` (docs/SEGMENTOR.md): the shipped CLIP, read from its config."""
+    line = clip_line("bundled", torch.float32)
+    assert f"found in {BUNDLED_CLIP_DIR}" in line and "memory (its config)" in line

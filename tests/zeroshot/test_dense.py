@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -77,6 +78,10 @@ def test_naclip_is_key_key_attention_with_a_gaussian_neighbourhood(tiny_clip, to
     tied = _tied(tiny_clip.model.vision_model.encoder.layers[-1], "k_proj", "q_proj")
     bias = _neighbourhood(hidden.shape[1], grid, hidden.device)
     assert bias[0].abs().sum() == 0 and bias[1, 1] == 1.0  # CLS unbiased; a patch is its own nearest
+    # NACLIP's gaussian_window (sinahmr/NACLIP clip/model.py): exp(-d^2 / (2 sigma^2)), sigma = 5 patches.
+    columns = grid[1]
+    assert bias[1, 2].item() == pytest.approx(math.exp(-1 / 50))  # the right-hand neighbour, distance 1
+    assert bias[1, 2 + columns].item() == pytest.approx(math.exp(-2 / 50))  # the diagonal one, distance sqrt 2
     with torch.inference_mode():
         rebuilt = rebuilt_block(tied, hidden, "naclip", grid)
     torch.testing.assert_close(rebuilt, _stock_attention(tied, hidden, bias[None, None]), rtol=0, atol=1e-5)
