@@ -34,8 +34,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Never copied: environments (linked back instead), git, caches and throwaway outputs.
-SKIPPED = (".venv*", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".mypy_cache", "demo",
+SKIPPED = (".venv*", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".mypy_cache",
            ".cache", "*.whl")  # the Docker tests' caches and wheelhouse (docker/wheelhouse): hundreds of MB
+# Skipped at the top of the tree only: outputs of `make demo` and the file-only demo (ml_backend/demo/ is code).
+TOP_LEVEL_SKIPPED = frozenset({"demo", ".demo", "out", "label-studio-files"})
 CHILD_FLAG = "--pytest-child"  # internal: this file re-runs itself as the pytest process, with the recorder
 
 
@@ -93,7 +95,13 @@ def select(entries: Iterable[Entry], names: Sequence[str], modules: Sequence[str
 
 
 def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*SKIPPED), symlinks=True)
+    skipped = shutil.ignore_patterns(*SKIPPED)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = TOP_LEVEL_SKIPPED.intersection(names) if Path(folder) == source else set()
+        return set(skipped(folder, names)) | top
+
+    shutil.copytree(source, target, ignore=ignore, symlinks=True)
     venv = source / ".venv"
     if venv.exists():
         (target / ".venv").symlink_to(venv)

@@ -24,6 +24,8 @@ SELECT_ALL = {"all": True, "excluded": []}
 # The synthetic scenes are drawn at the bundled models' native 64 px and shown 4x larger (nearest neighbour),
 # so the browser shows crisp shapes and the segmentor works at its own size either way.
 SCENE_SIZE, SCENE_ZOOM, SCENE_SEED = 64, 4, 500
+# Each label painted in the colour it names (Label Studio would pick unrelated ones), the background in grey.
+SCENE_COLOURS = {"Red": "#e53935", "Green": "#43a047", "Blue": "#1e88e5", "Background": "#9e9e9e"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class DemoImages:
     folder: Path  # served by Label Studio's local storage and read by the backend from disk
     root: Path  # LOCAL_FILES_DOCUMENT_ROOT of both: the folder's parent (Label Studio refuses the root itself)
     labels: tuple[tuple[str, str], ...]  # (label value, zero-shot words)
+    colours: dict[str, str]  # label value -> the colour Label Studio paints its regions in (its `background`)
     background: str | None  # the label that takes segments no other label's words fit
     title: str
 
@@ -44,8 +47,8 @@ def synthetic_scenes(folder: Path, count: int) -> DemoImages:
             image = generate_scene(seed, SCENE_SIZE, classes="colour").image
             image = np.repeat(np.repeat(image, SCENE_ZOOM, axis=0), SCENE_ZOOM, axis=1)
             cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    colours = tuple((name.capitalize(), name) for name in COLOUR_CLASS_NAMES if name != "background")
-    return DemoImages(folder, folder.parent, (*colours, ("Background", "background")), "Background",
+    labels = tuple((name.capitalize(), name) for name in COLOUR_CLASS_NAMES if name != "background")
+    return DemoImages(folder, folder.parent, (*labels, ("Background", "background")), SCENE_COLOURS, "Background",
                       "EmerDiff demo: colour scenes")
 
 
@@ -58,13 +61,15 @@ def own_images(folder: Path, labels: Sequence[str]) -> DemoImages:
     chosen = tuple((label.strip(), label.strip().lower()) for label in labels if label.strip())
     chosen = chosen or (("Object", "object"),)
     folder = folder.resolve()
-    return DemoImages(folder, folder.parent, chosen, None, f"EmerDiff demo: {folder.name}")
+    return DemoImages(folder, folder.parent, chosen, {}, None, f"EmerDiff demo: {folder.name}")
 
 
 def label_config(images: DemoImages) -> str:
-    """One PolygonLabels control over the demo's labels; each label's zero-shot words as ``emerdiff-prompt``."""
+    """One BrushLabels control (exact masks; touching segments of one label merged) over the demo's labels, each
+    label's zero-shot words as ``emerdiff-prompt``."""
     labels = "".join(
         f'<Label value={quoteattr(value)} emerdiff-prompt={quoteattr(words)}'
+        + (f" background={quoteattr(images.colours[value])}" if value in images.colours else "")
         + (' emerdiff-background="true"' if value == images.background else "")
         + "/>"
         for value, words in images.labels

@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from converters.labelstudio import validate_regions
+from ml_backend.demo.processes import free_port, log_tail
 from ml_backend.segmentation.cache import SegmentationCache
 from tests.backend.gunicorn import Gunicorn, gunicorn_command, gunicorn_environment, running_gunicorn
 from tests.backend.support import POLYGON_CONFIG, png_bytes
-from ml_backend.demo.processes import free_port, log_tail
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from ml_backend.demo.processes import free_port
 from tests.backend.gunicorn import REPO_ROOT, gunicorn_command, gunicorn_environment, running_gunicorn
 from tests.backend.support import POLYGON_CONFIG, png_bytes, task
-from ml_backend.demo.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from label_studio_sdk import LabelStudio
 
+from ml_backend.demo.backend import REPO_ROOT, BackendServer, running_backend
+from ml_backend.demo.label_studio import LabelStudioServer, ensure_installed, running_label_studio
 from segmentor import EmerDiffConfig, EmerDiffSegmentor, load_model
 from segmentor.loading import BUNDLED_MODEL_DIR
 from segmentor.toy.scenes import write_scenes
-from ml_backend.demo.backend import REPO_ROOT, BackendServer, running_backend
 from tests.e2e.browser import start_chromium
-from ml_backend.demo.label_studio import LabelStudioServer, ensure_installed, running_label_studio
 
 LABEL_STUDIO_VENV = REPO_ROOT / ".venv-ls"
 # Few, small segments keep the run short; the same values go to the backend and the in-process segmentor.

@@ -19,8 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from ml_backend.demo.backend import BackendServer
-from tests.e2e.interactive_project import InteractiveProject, create_interactive_project
 from ml_backend.demo.label_studio import ADMIN_EMAIL, ADMIN_PASSWORD, LabelStudioServer
+from tests.e2e.interactive_project import InteractiveProject, create_interactive_project
 from tests.e2e.workflow import LABELS, Workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

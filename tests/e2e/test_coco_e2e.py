@@ -21,10 +21,10 @@ from pycocotools.coco import COCO
 
 from converters import coco_to_label_studio_tasks, label_studio_export_to_coco, region_to_mask
 from converters.images import ImageFolders
+from ml_backend.demo.label_studio import LabelStudioServer
 from tests.converters.conftest import load_export_builder
 from tests.converters.test_export import ALL, GROUND_TRUTH, LATEST
 from tests.e2e.conftest import TIMINGS
-from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow, json_member
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

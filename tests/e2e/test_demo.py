@@ -131,9 +131,9 @@ def test_make_demo_opens_a_preannotated_labelled_project_and_stops_on_ctrl_c(
         regions = WebDriverWait(browser, EDITOR_TIMEOUT_S).until(lambda d: d.execute_script(REGIONS_SCRIPT) or None)
         items = WebDriverWait(browser, EDITOR_TIMEOUT_S).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, ".lsf-outliner-item") or None)
-        time.sleep(2)  # let the canvas paint the polygons
+        time.sleep(2)  # let the canvas paint the masks
         browser.save_screenshot(os.environ.get("DEMO_SCREENSHOT") or str(tmp_path / "demo.png"))
-        assert {region["type"] for region in regions} == {"polygonregion"}
+        assert {region["type"] for region in regions} == {"brushregion"}
         assert {region["label"] for region in regions} <= DEMO_LABELS
         # Zero-shot labels: the regions are labelled by the label names, not all given one label.
         assert len({region["label"] for region in regions}) >= 2, regions

@@ -21,11 +21,11 @@ import yaml
 
 from ml_backend.core import settings as settings_module
 from ml_backend.core.settings import Settings
-from tests.backend.support import POLYGON_CONFIG, png_bytes
-from tests.docker.held_server import HeldImageServer
 from ml_backend.demo.backend import ENTRYPOINT, HEALTHCHECK, REPO_ROOT, backend_environment, running_backend
 from ml_backend.demo.label_studio import DEPLOYMENT_SETTINGS, LABEL_STUDIO_VERSION
 from ml_backend.demo.processes import free_port
+from tests.backend.support import POLYGON_CONFIG, png_bytes
+from tests.docker.held_server import HeldImageServer
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 GPU_OVERRIDE = yaml.safe_load((REPO_ROOT / "docker-compose.gpu.yml").read_text(encoding="utf-8"))

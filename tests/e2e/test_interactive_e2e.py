@@ -16,8 +16,9 @@ from label_studio_sdk import LabelStudio
 from scipy import ndimage
 
 from converters import region_to_mask, validate_regions
-from segmentor import EmerDiffSegmentor, Segmentation, load_image
 from ml_backend.demo.backend import BackendServer
+from ml_backend.demo.label_studio import LabelStudioServer
+from segmentor import EmerDiffSegmentor, Segmentation, load_image
 from tests.e2e.conftest import TIMINGS
 from tests.e2e.interactive_project import (
     KEYPOINT_CONTROL,
@@ -26,7 +27,6 @@ from tests.e2e.interactive_project import (
     InteractiveProject,
     create_interactive_project,
 )
-from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

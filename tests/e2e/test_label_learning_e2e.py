@@ -17,13 +17,13 @@ import requests
 from label_studio_sdk import LabelStudio
 
 from ml_backend.core.settings import Settings
+from ml_backend.demo.backend import BackendServer
+from ml_backend.demo.label_studio import LabelStudioServer
 from ml_backend.labels.learning import UnknownProjectError
 from ml_backend.model import Runtime
 from segmentor import load_model
 from segmentor.toy.scenes import generate_scene
-from ml_backend.demo.backend import BackendServer
 from tests.e2e.conftest import BACKEND_SETTINGS, TIMINGS
-from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow
 from tests.labels.support import label_config, labels_by_segment, largest_segments, relabelled
 

@@ -24,10 +24,10 @@ from pycocotools.coco import COCO
 from scipy import ndimage
 
 from converters import region_to_mask, regions_from_label_map, validate_regions
-from segmentor import EmerDiffSegmentor, Segmentation, load_image
 from ml_backend.demo.backend import REPO_ROOT, BackendServer
-from tests.e2e.conftest import MIN_AREA, SCENES_PER_SOURCE, TIMINGS
 from ml_backend.demo.label_studio import LabelStudioServer
+from segmentor import EmerDiffSegmentor, Segmentation, load_image
+from tests.e2e.conftest import MIN_AREA, SCENES_PER_SOURCE, TIMINGS
 from tests.e2e.workflow import CONTROLS, LABELS, Workflow, json_member, label_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,11 +18,11 @@ import requests
 from label_studio_sdk import LabelStudio
 from prometheus_client.parser import text_string_to_metric_families
 
+from ml_backend.demo.backend import REPO_ROOT, BackendServer
+from ml_backend.demo.label_studio import LabelStudioServer
 from ml_backend.preannotate.cli import EXIT_OK
 from segmentor.toy.scenes import write_scenes
-from ml_backend.demo.backend import REPO_ROOT, BackendServer
 from tests.e2e.conftest import TIMINGS
-from ml_backend.demo.label_studio import LabelStudioServer
 from tests.e2e.workflow import Workflow, label_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

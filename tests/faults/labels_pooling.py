@@ -2,7 +2,8 @@
 
 Not listed: faults in ``pool_features``' speck branch (``total <= 0``). INTER_AREA gives every covered pixel a
 positive weight (a one-pixel mask on a 3000 x 7000 image still weighs 1e-6), so that branch is not reached
-by any mask of a real image and a fault there is equivalent.
+by any mask of a real image and a fault there is equivalent. Nor "pooled over the transposed grid" (both
+the weights and the grid transposed): a sum over every cell is the same either way, also an equivalent fault.
 """
 
 from tests.faults import fault
