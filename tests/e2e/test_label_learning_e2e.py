@@ -8,12 +8,10 @@ whose prediction is of an older model version (the version carries the label mem
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import pytest
-import requests
 from label_studio_sdk import LabelStudio
 
 from ml_backend.core.settings import Settings
@@ -24,6 +22,7 @@ from ml_backend.model import Runtime
 from segmentor import load_model
 from segmentor.toy.scenes import generate_scene
 from tests.e2e.conftest import BACKEND_SETTINGS, TIMINGS
+from tests.e2e.learning_project import LearningProject
 from tests.e2e.workflow import Workflow
 from tests.labels.support import label_config, labels_by_segment, largest_segments, relabelled
 
@@ -32,7 +31,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CONTROL = "outline"
 CONFIG = label_config(CONTROL)
 SEEDS = (501, 502, 503)
-WEBHOOK_WAIT_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -46,40 +44,9 @@ def colour_scenes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-class Project:
-    """One Label Studio project with the backend connected; reads predictions of the current version."""
-
+class Project(LearningProject):
     def __init__(self, client: LabelStudio, workflow: Workflow, backend: BackendServer, scenes: list[Path]) -> None:
-        self.client, self.workflow, self.backend = client, workflow, backend
-        project = client.projects.create(title="EmerDiff label learning", label_config=CONFIG)
-        self.id = project.id
-        assert workflow.upload_images(self.id, scenes) == len(scenes)
-        self.ml_id = client.ml.create(project=self.id, url=backend.url, title="EmerDiff").id
-        self.tasks = sorted(task.id for task in client.tasks.list(project=self.id))
-
-    def backend_version(self) -> str:
-        response = requests.post(f"{self.backend.url}/setup", json={"project": f"{self.id}.0", "schema": CONFIG},
-                                 timeout=10)
-        response.raise_for_status()
-        return response.json()["model_version"]
-
-    def wait_for_version(self, done: Callable[[str], bool]) -> None:
-        """Label Studio posts the webhook with a 1 s timeout and moves on; the backend may still be learning."""
-        deadline = time.monotonic() + WEBHOOK_WAIT_S
-        while not done(self.backend_version()):
-            assert time.monotonic() < deadline, "the webhooks never brought the backend's model version there"
-            time.sleep(0.5)
-
-    def predictions(self) -> dict[int, dict]:
-        """Retrieve Predictions, then each task's prediction of the version Label Studio now holds."""
-        self.workflow.retrieve_predictions(self.id)
-        version = self.client.ml.get(id=self.ml_id).model_version
-        found = {}
-        for task_id in self.tasks:
-            current = [p for p in self.client.predictions.list(task=task_id) if p.model_version == version]
-            assert len(current) == 1, f"task {task_id}: {len(current)} predictions of {version}"
-            found[task_id] = {"result": current[0].result, "score": current[0].score, "model_version": version}
-        return found
+        super().__init__(client, workflow, backend, scenes, title="EmerDiff label learning", label_config=CONFIG)
 
     def annotate(self, task_id: int, prediction: dict, labels: dict[int, str]) -> int:
         before = self.backend_version()

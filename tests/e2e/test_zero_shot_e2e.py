@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import requests
 from label_studio_sdk import LabelStudio
 
 from converters.labelstudio import region_to_mask
@@ -25,6 +24,7 @@ from ml_backend.demo.label_studio import LabelStudioServer
 from segmentor.toy.scenes import generate_scene
 from segmentor.zeroshot import BUNDLED_CLIP_DIR
 from tests.e2e.conftest import BACKEND_SETTINGS, TIMINGS
+from tests.e2e.learning_project import LearningProject
 from tests.e2e.workflow import Workflow
 from tests.labels.support import labels_by_segment, relabelled, segment_of
 
@@ -43,7 +43,6 @@ CONFIG = ('<View><Image name="image" value="$image"/>'
           + "</PolygonLabels></View>")
 # Colour scenes holding one red, one green and one blue object each (found with segmentor.toy.scenes).
 SEEDS = (609, 619, 629)
-WEBHOOK_WAIT_S = 60.0
 # Regions smaller than this share of the image are slivers along segment borders: not judged.
 MIN_JUDGED_AREA = 0.02
 
@@ -96,37 +95,6 @@ def _misjudged(predictions: dict[int, dict], truth: dict[int, np.ndarray]) -> li
     return wrong
 
 
-class Project:
-    def __init__(self, client: LabelStudio, workflow: Workflow, backend: BackendServer, paths: list[Path]) -> None:
-        self.client, self.workflow, self.backend = client, workflow, backend
-        self.id = client.projects.create(title="EmerDiff zero-shot", label_config=CONFIG).id
-        assert workflow.upload_images(self.id, paths) == len(paths)
-        self.ml_id = client.ml.create(project=self.id, url=backend.url, title="EmerDiff zero-shot").id
-        self.tasks = sorted(task.id for task in client.tasks.list(project=self.id))
-
-    def backend_version(self) -> str:
-        response = requests.post(f"{self.backend.url}/setup", json={"project": f"{self.id}.0", "schema": CONFIG},
-                                 timeout=10)
-        response.raise_for_status()
-        return response.json()["model_version"]
-
-    def wait_for_version(self, done: Callable[[str], bool]) -> None:
-        deadline = time.monotonic() + WEBHOOK_WAIT_S
-        while not done(self.backend_version()):
-            assert time.monotonic() < deadline, "the webhooks never brought the backend's model version there"
-            time.sleep(0.5)
-
-    def predictions(self) -> dict[int, dict]:
-        self.workflow.retrieve_predictions(self.id)
-        version = self.client.ml.get(id=self.ml_id).model_version
-        found = {}
-        for task_id in self.tasks:
-            current = [p for p in self.client.predictions.list(task=task_id) if p.model_version == version]
-            assert len(current) == 1, f"task {task_id}: {len(current)} predictions of {version}"
-            found[task_id] = {"result": current[0].result, "model_version": version}
-        return found
-
-
 def test_label_studio_keeps_emerdiff_attributes_on_labels(ls_client: LabelStudio) -> None:
     project = ls_client.projects.create(title="EmerDiff zero-shot config", label_config=CONFIG)
     stored = ElementTree.fromstring(ls_client.projects.get(id=project.id).label_config)
@@ -141,7 +109,8 @@ def test_first_task_labelled_from_label_names_then_the_one_rule(
     started = time.monotonic()
     workflow = Workflow(ls_client, label_studio.url, label_studio.token)
     paths = [Path(path) for path in scenes]
-    project = Project(ls_client, workflow, zero_shot_backend, paths)
+    project = LearningProject(ls_client, workflow, zero_shot_backend, paths, title="EmerDiff zero-shot",
+                              label_config=CONFIG)
     truth = {}
     for task_id in project.tasks:
         image = ls_client.tasks.get(id=task_id).data["image"]
