@@ -20,14 +20,13 @@ piece). Points outside the image and points on pixels no segment owns select not
 from __future__ import annotations
 
 import hashlib
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from converters.labelstudio import InvalidRegionError, brush_region, polygon_regions, region_to_mask
 from converters.polygons import mask_to_polygons
+from converters.values import is_finite_number
 from ml_backend.core.errors import TaskError
 from ml_backend.core.label_config import ProjectConfig, RegionTarget
 from ml_backend.segmentation.cache import CachedSegmentation
@@ -104,7 +103,7 @@ def _prompt(index: int, entry: object) -> Prompt:
     coordinates = {}
     for key in (*numbers_needed, "rotation"):
         number = value.get(key, 0.0 if key == "rotation" else None)
-        if not _is_finite(number):
+        if not is_finite_number(number):
             raise ContextError(f"{where}: value.{key} must be a finite number (percent), got {number!r:.40}")
         coordinates[key] = float(number)
     to_name = entry.get("to_name")
@@ -286,12 +285,3 @@ def _polygons(mask: np.ndarray, target: RegionTarget) -> list[np.ndarray]:
 def _digest(label: str, leaves: set[int]) -> str:
     """Same selection, same id: Label Studio replaces a suggestion by its id."""
     return hashlib.sha256(f"{label}:{sorted(leaves)}".encode()).hexdigest()[:10]
-
-
-def _is_finite(value: object) -> bool:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # a JSON integer no float holds (10**400) stays a Python int
-        return False

@@ -69,9 +69,8 @@ FAULTS = [
             "if False:")],
           [f"{HOSTILE}::test_hostile_smart_tool_context_is_a_context_error[more prompts than MAX_SMART_PROMPTS]"]),
     fault("smart-tool finiteness check overflows on integers no float holds (500 for the batch)",
-          [("ml_backend/smart_tools/prompts.py",
-            "    try:\n        return math.isfinite(value)\n    except OverflowError:"
-            "  # a JSON integer no float holds (10**400) stays a Python int\n        return False",
+          [("converters/values.py",  # the shared check the smart tools call
+            "    try:\n        return math.isfinite(value)\n    except OverflowError:\n        return False",
             "    return math.isfinite(value)")],
           [f"{HOSTILE}::test_hostile_smart_tool_context_is_a_context_error[keypoint beyond a float]"]),
 ]
