@@ -17,12 +17,12 @@ from xml.sax.saxutils import quoteattr
 import requests
 from label_studio_sdk import LabelStudio
 
+from ml_backend.demo.project import SELECT_ALL, retrieve_predictions
 from segmentor.toy.scenes import CLASS_NAMES
 
 # A generic first label (what the backend gives new segments by default), then the scene classes.
 LABELS = ("Object", *(name.capitalize() for name in CLASS_NAMES))
 CONTROLS = {"polygon": ("PolygonLabels", "outline"), "brush": ("BrushLabels", "paint")}
-SELECT_ALL = {"all": True, "excluded": []}
 
 
 def label_config(kind: str, **emerdiff_attributes: str) -> str:
@@ -68,9 +68,7 @@ class Workflow:
 
     def retrieve_predictions(self, project_id: int) -> None:
         """The Data Manager's "Retrieve Predictions" on every task: one synchronous /predict call."""
-        self.client.actions.create(
-            id="retrieve_tasks_predictions", project=project_id, selected_items=SELECT_ALL
-        )
+        retrieve_predictions(self.client, project_id)
 
     def accept_predictions(self, project_id: int) -> None:
         """The Data Manager's "Create Annotations From Predictions" on every task."""
