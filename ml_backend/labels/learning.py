@@ -35,6 +35,7 @@ from converters.label_config import ControlTag, LabelConfigError, parse_label_co
 from converters.labelstudio import InvalidRegionError, check_region
 from ml_backend.core.errors import TaskError
 from ml_backend.core.label_config import ProjectConfig, RegionTarget
+from ml_backend.core.label_studio_client import MAX_ID
 from ml_backend.core.metrics import Metrics
 from ml_backend.labels.memory import LabelMemory, MemoryBusyError
 from ml_backend.labels.zeroshot import one_rule
@@ -59,8 +60,6 @@ REBUILD_EVENT = "START_TRAINING"
 EVENTS = (*LEARN_EVENTS, *FORGET_EVENTS, REBUILD_EVENT)
 # Controls whose regions teach labels: every mask-like control on an image that some learning target uses.
 TEACHING_TAGS = ("PolygonLabels", "BrushLabels", "RectangleLabels")
-# Ids are stored as SQLite INTEGERs (signed 64 bits); Label Studio's are positive and far below.
-MAX_ID = 2**63 - 1
 # A queued webhook finding the memory locked by another process tries this often, this far apart.
 JOB_ATTEMPTS = 10
 JOB_RETRY_S = 3.0
